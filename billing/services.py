@@ -1,0 +1,245 @@
+"""The only writers of credit accounts, ledger entries and reservations (SPEC §6).
+
+Every function runs one short transaction that locks the team's CreditAccount row
+(`SELECT … FOR UPDATE`; on SQLite the IMMEDIATE transaction serialises writers) and writes the
+ledger entry and the cached balance together. No network I/O happens inside.
+"""
+
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from billing import money
+from billing.errors import InsufficientCredits
+from billing.models import CreditAccount, EntryKind, LedgerEntry, Reservation, ReservationStatus
+from tenants.events import emit_event
+from tenants.models import Team
+
+
+def open_account(*, team: Team) -> CreditAccount:
+    """Create the team's credit account if missing. Idempotent."""
+    account, _ = CreditAccount.objects.get_or_create(team=team)
+    return account
+
+
+def _locked_account(team: Team) -> CreditAccount:
+    account = CreditAccount.objects.select_for_update().filter(team=team).first()
+    if account is None:
+        CreditAccount.objects.get_or_create(team=team)
+        account = CreditAccount.objects.select_for_update().get(team=team)
+    return account
+
+
+def _check_low_balance(team: Team, account: CreditAccount, *, rearm: bool) -> None:
+    """Fire credits.low_balance once per crossing from ≥ threshold to < threshold."""
+    if team.low_balance_threshold is None:
+        return
+    threshold = money.credits_to_units(team.low_balance_threshold)
+    below = account.remaining_units < threshold
+    if below and account.low_balance_armed:
+        account.low_balance_armed = False
+        emit_event(
+            team=team,
+            event_type="credits.low_balance",
+            data={
+                "credits_remaining": float(money.units_to_credits(account.remaining_units)),
+                "low_balance_threshold": float(team.low_balance_threshold),
+            },
+        )
+    elif not below and rearm and not account.low_balance_armed:
+        account.low_balance_armed = True
+
+
+def _append(
+    account: CreditAccount, *, kind: str, amount_units: int, reason: str, actor: str, job_id=None, reference=None
+) -> LedgerEntry:
+    account.balance_units += amount_units
+    if kind == EntryKind.CHARGE:
+        account.used_units -= amount_units
+    else:
+        account.allocated_units += amount_units
+    return LedgerEntry.objects.create(
+        team_id=account.team_id,
+        kind=kind,
+        amount_units=amount_units,
+        balance_after_units=account.balance_units,
+        job_id=job_id,
+        reason=reason,
+        actor=actor,
+        reference=reference,
+    )
+
+
+def grant_credits(
+    *,
+    team: Team,
+    amount: Decimal,
+    kind: str = EntryKind.GRANT,
+    reason: str = "",
+    actor: str,
+    reference: str | None = None,
+) -> LedgerEntry:
+    """Add credits (grant, purchase or refund). Idempotent per `reference`. Locks the account."""
+    if kind not in (EntryKind.GRANT, EntryKind.PURCHASE, EntryKind.REFUND):
+        raise ValueError(f"cannot add credits of kind {kind!r}")
+    units = money.credits_to_units(amount)
+    if units <= 0:
+        raise ValueError("amount must be positive")
+    if reference:
+        existing = LedgerEntry.objects.filter(reference=reference).first()
+        if existing is not None:
+            return existing
+    try:
+        with transaction.atomic():
+            account = _locked_account(team)
+            entry = _append(account, kind=kind, amount_units=units, reason=reason, actor=actor, reference=reference)
+            _check_low_balance(team, account, rearm=True)
+            account.save()
+            return entry
+    except IntegrityError:
+        # A concurrent request with the same reference won the race; return its entry.
+        if reference:
+            existing = LedgerEntry.objects.filter(reference=reference).first()
+            if existing is not None:
+                return existing
+        raise
+
+
+def adjust_credits(
+    *, team: Team, amount: Decimal, reason: str, actor: str, reference: str | None = None
+) -> LedgerEntry:
+    """Staff correction, positive or negative; never below zero remaining. Raises InsufficientCredits."""
+    units = money.credits_to_units(amount)
+    if units == 0:
+        raise ValueError("amount must not be zero")
+    with transaction.atomic():
+        account = _locked_account(team)
+        if units < 0 and account.remaining_units + units < 0:
+            raise InsufficientCredits("Adjustment would take the balance below zero")
+        entry = _append(
+            account, kind=EntryKind.ADJUSTMENT, amount_units=units, reason=reason, actor=actor, reference=reference
+        )
+        _check_low_balance(team, account, rearm=units > 0)
+        account.save()
+        return entry
+
+
+def reserve_for_job(*, team: Team, job_id: uuid.UUID) -> Reservation:
+    """Hold the job's expected charge. Raises InsufficientCredits (403) when remaining < hold.
+
+    Locks the account, so N concurrent reservations against a balance covering k succeed exactly k times.
+    """
+    units = money.reservation_units(
+        budget_mode=team.budget_mode, credits_per_job=team.credits_per_job, min_reservation=team.min_reservation
+    )
+    expires_at = timezone.now() + timedelta(seconds=settings.SAAS_LLM_JOB_TIMEOUT_S + 3600)
+    with transaction.atomic():
+        account = _locked_account(team)
+        if account.remaining_units < units:
+            raise InsufficientCredits()
+        reservation = Reservation.objects.create(
+            team=team, job_id=job_id, initial_units=units, amount_units=units, expires_at=expires_at
+        )
+        account.reserved_units += units
+        _check_low_balance(team, account, rearm=False)
+        account.save()
+        return reservation
+
+
+def check_call_allowed(*, team: Team) -> None:
+    """Usage modes: admit an LLM call only while remaining credits (incl. this job's accrued usage) > 0."""
+    if team.budget_mode == "job":
+        return
+    remaining = CreditAccount.objects.filter(team=team).values_list("balance_units", "reserved_units").first()
+    if remaining is None or remaining[0] - remaining[1] <= 0:
+        raise InsufficientCredits()
+
+
+def accrue_usage(*, team: Team, job_id: uuid.UUID, accrued_units: int) -> None:
+    """Grow an open reservation to the job's accrued usage (usage modes), so remaining reflects it."""
+    with transaction.atomic():
+        account = _locked_account(team)
+        reservation = (
+            Reservation.objects.select_for_update().filter(job_id=job_id, status=ReservationStatus.OPEN).first()
+        )
+        if reservation is None:
+            return
+        new_amount = max(reservation.initial_units, accrued_units)
+        if new_amount == reservation.amount_units:
+            return
+        account.reserved_units += new_amount - reservation.amount_units
+        reservation.amount_units = new_amount
+        reservation.save(update_fields=["amount_units"])
+        _check_low_balance(team, account, rearm=False)
+        account.save()
+
+
+def settle_job(
+    *, team: Team, job_id: uuid.UUID, charge_units: int, actor: str = "system", reason: str = ""
+) -> LedgerEntry | None:
+    """Charge a completed job once and release its hold. Idempotent per job (one charge ever).
+
+    Returns the charge entry (None when nothing was charged). Locks the account and reservation.
+    """
+    if charge_units < 0:
+        raise ValueError("charge must not be negative")
+    reference = f"charge:{job_id}"
+    with transaction.atomic():
+        account = _locked_account(team)
+        existing = LedgerEntry.objects.filter(reference=reference).first()
+        if existing is not None:
+            return existing
+        reservation = Reservation.objects.select_for_update().filter(job_id=job_id).first()
+        if reservation is not None and reservation.status != ReservationStatus.OPEN:
+            return None  # already settled with no charge, or released: never charge after the fact
+        if reservation is not None:
+            account.reserved_units -= reservation.amount_units
+            reservation.status = ReservationStatus.SETTLED
+            reservation.closed_at = timezone.now()
+            reservation.save(update_fields=["status", "closed_at"])
+        entry = None
+        if charge_units > 0:
+            entry = _append(
+                account,
+                kind=EntryKind.CHARGE,
+                amount_units=-charge_units,
+                reason=reason or "job completed",
+                actor=actor,
+                job_id=job_id,
+                reference=reference,
+            )
+        _check_low_balance(team, account, rearm=False)
+        account.save()
+        return entry
+
+
+def release_job(*, team: Team, job_id: uuid.UUID) -> bool:
+    """Release a job's hold without charging (failed/cancelled/expired). Idempotent; False if not open."""
+    with transaction.atomic():
+        account = _locked_account(team)
+        reservation = (
+            Reservation.objects.select_for_update().filter(job_id=job_id, status=ReservationStatus.OPEN).first()
+        )
+        if reservation is None:
+            return False
+        account.reserved_units -= reservation.amount_units
+        reservation.status = ReservationStatus.RELEASED
+        reservation.closed_at = timezone.now()
+        reservation.save(update_fields=["status", "closed_at"])
+        account.save()
+        return True
+
+
+def release_expired_reservations(*, now=None, limit: int = 500) -> int:
+    """Release open reservations past their expiry (jobs that never completed). Returns the count."""
+    now = now or timezone.now()
+    expired = list(
+        Reservation.objects.filter(status=ReservationStatus.OPEN, expires_at__lt=now)
+        .select_related("team")
+        .order_by("expires_at")[:limit]
+    )
+    return sum(release_job(team=reservation.team, job_id=reservation.job_id) for reservation in expired)

@@ -1,0 +1,3 @@
+from saas_llm.celery import app as celery_app
+
+__all__ = ["celery_app"]

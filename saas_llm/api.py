@@ -1,0 +1,126 @@
+"""Shared API plumbing: input parsing, strict serializers, health and the JSON 404 catch-all."""
+
+import logging
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.http import JsonResponse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from saas_llm.errors import InputValidationError, RequestValidationError
+
+logger = logging.getLogger(__name__)
+S = TypeVar("S", bound=serializers.Serializer)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects unknown fields (422 `extra_forbidden`) — for inputs that set money, limits or config."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            extra = sorted(set(data) - set(self.fields))
+            if extra:
+                raise serializers.ValidationError(
+                    {
+                        name: [serializers.ErrorDetail("extra fields not permitted", code="extra_forbidden")]
+                        for name in extra
+                    }
+                )
+        return super().to_internal_value(data)
+
+
+def parse_body(serializer_class: type[S], request: Request, **kwargs: Any) -> dict[str, Any]:
+    """Validate the JSON body with `serializer_class`; errors are 422 with loc ["body", …]."""
+    data = request.data
+    if not isinstance(data, dict):
+        raise RequestValidationError.single(["body"], "value is not a valid dict", "type_error.dict")
+    serializer = serializer_class(data=data, **kwargs)
+    if not serializer.is_valid():
+        raise InputValidationError(serializer.errors, "body")
+    return serializer.validated_data
+
+
+def parse_query(serializer_class: type[S], request: Request) -> dict[str, Any]:
+    """Validate query parameters; errors are 422 with loc ["query", …]."""
+    serializer = serializer_class(data=request.query_params.dict())
+    if not serializer.is_valid():
+        raise InputValidationError(serializer.errors, "query")
+    return serializer.validated_data
+
+
+class PublicView(APIView):
+    authentication_classes: list = []
+    permission_classes: list = []
+
+
+class HealthView(PublicView):
+    @extend_schema(
+        operation_id="health",
+        responses={
+            200: inline_serializer(
+                "Health",
+                {
+                    "status": serializers.CharField(),
+                    "version": serializers.CharField(),
+                    "checks": serializers.DictField(child=serializers.CharField()),
+                },
+            ),
+            503: inline_serializer(
+                "HealthUnhealthy",
+                {
+                    "status": serializers.CharField(),
+                    "version": serializers.CharField(),
+                    "checks": serializers.DictField(child=serializers.CharField()),
+                },
+            ),
+        },
+        auth=[],
+        tags=["health"],
+    )
+    def get(self, request: Request) -> Response:
+        checks = {"database": _check_database(), "cache": _check_cache()}
+        healthy = all(value == "ok" for value in checks.values())
+        body = {"status": "healthy" if healthy else "unhealthy", "version": settings.VERSION, "checks": checks}
+        return Response(body, status=200 if healthy else 503)
+
+
+def _check_database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        return "ok"
+    except Exception as exc:  # any failure means unhealthy; report, never raise
+        logger.error("health: database check failed: %s", exc)
+        return "error"
+
+
+def _check_cache() -> str:
+    try:
+        cache.set("health:ping", "pong", 10)
+        return "ok" if cache.get("health:ping") == "pong" else "error"
+    except Exception as exc:
+        logger.error("health: cache check failed: %s", exc)
+        return "error"
+
+
+def not_found(request, *args: Any, **kwargs: Any) -> JsonResponse:
+    return JsonResponse({"detail": "Not found", "code": "not_found"}, status=404)
+
+
+def server_error(request, *args: Any, **kwargs: Any) -> JsonResponse:
+    return JsonResponse({"detail": "Internal server error", "code": "internal_error"}, status=500)
+
+
+def bad_request(request, *args: Any, **kwargs: Any) -> JsonResponse:
+    return JsonResponse({"detail": "Bad request", "code": "invalid_request"}, status=400)
+
+
+def permission_denied(request, *args: Any, **kwargs: Any) -> JsonResponse:
+    return JsonResponse({"detail": "Forbidden"}, status=403)

@@ -1,0 +1,86 @@
+"""Serializer fields shared by every app's API: slugs, metadata, money."""
+
+import json
+from decimal import Decimal
+
+from rest_framework import serializers
+
+from saas_llm.slugs import SLUG_MAX_LENGTH, SLUG_PATTERN
+
+METADATA_MAX_BYTES = 16 * 1024
+
+
+class SlugIdField(serializers.RegexField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", SLUG_MAX_LENGTH)
+        super().__init__(SLUG_PATTERN, **kwargs)
+        self.error_messages["invalid"] = "must match [a-z0-9][a-z0-9_.-]{0,63}"
+
+
+class MetadataField(serializers.JSONField):
+    """A JSON object of at most 16 KB."""
+
+    default_error_messages = {
+        "not_a_dict": "must be a JSON object",
+        "too_large": f"must be at most {METADATA_MAX_BYTES} bytes when serialised",
+    }
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        data = super().to_internal_value(data)
+        if not isinstance(data, dict):
+            self.fail("not_a_dict")
+        if len(json.dumps(data, separators=(",", ":")).encode()) > METADATA_MAX_BYTES:
+            self.fail("too_large")
+        return data
+
+
+class CreditsField(serializers.DecimalField):
+    """Credits: a JSON number or numeric string, at most 4 decimal places, rendered as a number."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_digits", 24)
+        kwargs.setdefault("decimal_places", 4)
+        kwargs.setdefault("coerce_to_string", False)
+        kwargs.setdefault("max_value", Decimal(10) ** 9)
+        super().__init__(**kwargs)
+
+
+class UsdField(serializers.DecimalField):
+    """USD: at most 9 decimal places, rendered as a number."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_digits", 30)
+        kwargs.setdefault("decimal_places", 9)
+        kwargs.setdefault("coerce_to_string", False)
+        super().__init__(**kwargs)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """Only JSON true/false: 'yes', 1 or "true" are type errors, not silently coerced."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            return data
+        self.fail("invalid", input=data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """Only JSON integers (no "5", no 5.0, no true)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(serializers.CharField):
+    """Only JSON strings (numbers are not turned into text)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)

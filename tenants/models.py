@@ -1,0 +1,155 @@
+import hashlib
+import secrets
+import uuid
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from saas_llm.slugs import SLUG_MAX_LENGTH, slug_validator
+
+KEY_PREFIX = "sk-"
+KEY_DISPLAY_CHARS = 8
+
+
+class Organization(models.Model):
+    id = models.CharField(primary_key=True, max_length=SLUG_MAX_LENGTH, validators=[slug_validator])
+    name = models.CharField(max_length=200)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class TeamStatus(models.TextChoices):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class BudgetMode(models.TextChoices):
+    JOB = "job"
+    USD = "usd"
+    TOKENS = "tokens"
+
+
+def _credits_field(default: str | None = None, **kwargs) -> models.DecimalField:
+    # Configuration values in credits (4 decimal places). They are never summed in SQL, so a
+    # DecimalField is exact here; balances and ledger amounts are integers (billing/money.py).
+    if default is not None:
+        kwargs["default"] = Decimal(default)
+    return models.DecimalField(max_digits=18, decimal_places=4, **kwargs)
+
+
+class Team(models.Model):
+    id = models.CharField(primary_key=True, max_length=SLUG_MAX_LENGTH, validators=[slug_validator])
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="teams")
+    team_alias = models.CharField(max_length=200, blank=True, default="")
+    status = models.CharField(max_length=16, choices=TeamStatus.choices, default=TeamStatus.ACTIVE)
+    # The registry is shared configuration below the tenants: a team points at groups and a
+    # default alias; the registry never needs to know about teams.
+    access_groups = models.ManyToManyField("models_registry.AccessGroup", related_name="teams", blank=True)
+    default_model = models.ForeignKey(
+        "models_registry.ModelAlias", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    budget_mode = models.CharField(max_length=16, choices=BudgetMode.choices, default=BudgetMode.JOB)
+    credits_per_job = _credits_field("1", validators=[MinValueValidator(0)])
+    credits_per_dollar = _credits_field("10", validators=[MinValueValidator(0)])
+    tokens_per_credit = models.PositiveBigIntegerField(default=10_000, validators=[MinValueValidator(1)])
+    min_reservation = _credits_field("1", validators=[MinValueValidator(0)])
+    markup_percent = models.DecimalField(max_digits=9, decimal_places=4, default=Decimal("0"))
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True)
+    tpm_limit = models.PositiveBigIntegerField(null=True, blank=True)
+    max_parallel_requests = models.PositiveIntegerField(null=True, blank=True)
+    low_balance_threshold = _credits_field(null=True, blank=True)
+    store_prompts = models.BooleanField(default=False)
+    expose_models = models.BooleanField(default=False)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["organization", "id"])]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_suspended(self) -> bool:
+        return self.status == TeamStatus.SUSPENDED
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def generate_raw_key() -> str:
+    # 32 random bytes → 43 url-safe characters (SPEC §3 asks for ≥ 32).
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class ApiKey(models.Model):
+    """A virtual key (team-bound) or an admin key (team is null). Only the SHA-256 hash is stored."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, null=True, blank=True, related_name="keys")
+    name = models.CharField(max_length=200, default="default")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=32, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        verbose_name = "API key"
+        indexes = [models.Index(fields=["team", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name})"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.team_id is None
+
+    def is_usable(self, now=None) -> bool:
+        now = now or timezone.now()
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > now
+
+    @staticmethod
+    def display_prefix(raw_key: str) -> str:
+        return raw_key[: len(KEY_PREFIX) + KEY_DISPLAY_CHARS]
+
+
+ACTIVE_KEY = Q(revoked_at__isnull=True)
+
+
+class Event(models.Model):
+    """A business event for a team (job.completed, credits.low_balance, …).
+
+    Written in the same transaction as the state change that caused it; webhook deliveries
+    fan out from these rows (the outbox), so an event is never lost with a crashed worker.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=64)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["team", "type", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id}"
