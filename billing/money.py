@@ -10,7 +10,7 @@ Decimal computation. A charge is therefore never under-stated; at most one unit 
 or 1e-9 USD) is added per rounded value.
 """
 
-from decimal import ROUND_CEILING, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_CEILING, Decimal, Inexact, InvalidOperation, localcontext
 
 CREDIT_UNITS = 10_000
 CREDIT_DECIMALS = 4
@@ -34,17 +34,29 @@ def _exact(value: Decimal | int | str) -> Decimal:
 
 
 def _ceil(value: Decimal) -> int:
+    if not value.is_finite():
+        # A NaN/infinite price, markup or rate must not surface as a bare ValueError/OverflowError.
+        raise AmountError("must be a finite number")
     with localcontext() as ctx:
         ctx.prec = 60
         return int(value.to_integral_value(rounding=ROUND_CEILING))
 
 
+def _scale_exactly(value: Decimal, factor: int) -> Decimal:
+    # Beyond the working precision the product would be rounded silently: refuse instead.
+    with localcontext() as ctx:
+        ctx.prec = 60
+        ctx.traps[Inexact] = True
+        try:
+            return value * factor
+        except Inexact:
+            raise AmountError("too many significant digits") from None
+
+
 def credits_to_units(credits: Decimal | int | str) -> int:
     """Exact conversion; more than 4 decimal places is an error, not a rounding."""
     value = _exact(credits)
-    with localcontext() as ctx:
-        ctx.prec = 60
-        units = value * CREDIT_UNITS
+    units = _scale_exactly(value, CREDIT_UNITS)
     if units != units.to_integral_value():
         raise AmountError(f"credits have at most {CREDIT_DECIMALS} decimal places")
     return int(units)
@@ -56,9 +68,7 @@ def units_to_credits(units: int) -> Decimal:
 
 def usd_to_nanos(usd: Decimal | int | str) -> int:
     value = _exact(usd)
-    with localcontext() as ctx:
-        ctx.prec = 60
-        nanos = value * NANOS_PER_USD
+    nanos = _scale_exactly(value, NANOS_PER_USD)
     if nanos != nanos.to_integral_value():
         raise AmountError(f"USD amounts have at most {USD_DECIMALS} decimal places")
     return int(nanos)

@@ -40,7 +40,8 @@ def _check_low_balance(team: Team, account: CreditAccount, *, rearm: bool) -> No
         return
     threshold = money.credits_to_units(team.low_balance_threshold)
     below = account.remaining_units < threshold
-    if below and account.low_balance_armed:
+    # Only a debit (reservation, accrual, charge) can cross downwards; a grant (rearm) never fires.
+    if below and account.low_balance_armed and not rearm:
         account.low_balance_armed = False
         emit_event(
             team=team,
@@ -243,3 +244,26 @@ def release_expired_reservations(*, now=None, limit: int = 500) -> int:
         .order_by("expires_at")[:limit]
     )
     return sum(release_job(team=reservation.team, job_id=reservation.job_id) for reservation in expired)
+
+
+def charge_usage(
+    *, team: Team, job_id: uuid.UUID, charge_units: int, reference: str, reason: str, actor: str = "system"
+) -> LedgerEntry:
+    """An extra charge for a job (a call that finished after its job was settled). Idempotent per reference."""
+    existing = LedgerEntry.objects.filter(reference=reference).first()
+    if existing is not None:
+        return existing
+    with transaction.atomic():
+        account = _locked_account(team)
+        entry = _append(
+            account,
+            kind=EntryKind.CHARGE,
+            amount_units=-charge_units,
+            reason=reason,
+            actor=actor,
+            job_id=job_id,
+            reference=reference,
+        )
+        _check_low_balance(team, account, rearm=False)
+        account.save()
+        return entry

@@ -42,3 +42,40 @@ class AccessGroup(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Deployment(models.Model):
+    """One way to serve an alias: a litellm model string on a provider, with retry/fallback placement.
+
+    Same priority = load-balanced by weight; a higher priority number is a fallback tier, tried
+    only after the lower tiers failed (with retries).
+    """
+
+    alias = models.ForeignKey(ModelAlias, on_delete=models.CASCADE, related_name="deployments")
+    position = models.PositiveIntegerField(default=0)
+    litellm_model = models.CharField(max_length=200)
+    api_base = models.URLField(max_length=500, blank=True, default="")
+    # A reference such as `os.environ/OPENAI_API_KEY`, never a secret.
+    api_key = models.CharField(max_length=200, blank=True, default="")
+    priority = models.PositiveIntegerField(default=0)
+    weight = models.PositiveIntegerField(default=1)
+    timeout_s = models.FloatField(default=60.0)
+    # Per-token USD prices overriding litellm's price map (exact decimals; never summed in SQL).
+    input_cost_per_token = models.DecimalField(max_digits=24, decimal_places=18, null=True, blank=True)
+    output_cost_per_token = models.DecimalField(max_digits=24, decimal_places=18, null=True, blank=True)
+
+    class Meta:
+        ordering = ["alias", "priority", "position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.alias_id} → {self.litellm_model} (p{self.priority})"
+
+
+class RegistryVersion(models.Model):
+    """A single counter bumped on every registry write, so every worker rebuilds its Router."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    version = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"registry v{self.version}"

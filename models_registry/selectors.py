@@ -1,5 +1,7 @@
+from django.db.models import QuerySet
+
 from models_registry.errors import AccessGroupNotFound, AliasNotFound
-from models_registry.models import AccessGroup, ModelAlias
+from models_registry.models import AccessGroup, ModelAlias, Status
 
 
 def get_alias(name: str) -> ModelAlias:
@@ -16,3 +18,46 @@ def get_access_groups(names: list[str]) -> list[AccessGroup]:
         if name not in found:
             raise AccessGroupNotFound(name)
     return [found[name] for name in dict.fromkeys(names)]
+
+
+def get_aliases(names: list[str]) -> list[ModelAlias]:
+    found = {alias.name: alias for alias in ModelAlias.objects.filter(name__in=names)}
+    for name in names:
+        if name not in found:
+            raise AliasNotFound(name)
+    return [found[name] for name in dict.fromkeys(names)]
+
+
+def get_access_group(name: str) -> AccessGroup:
+    group = AccessGroup.objects.prefetch_related("aliases").filter(name=name).first()
+    if group is None:
+        raise AccessGroupNotFound(name)
+    return group
+
+
+def get_alias_with_deployments(name: str) -> ModelAlias:
+    alias = ModelAlias.objects.prefetch_related("deployments", "access_groups").filter(name=name).first()
+    if alias is None:
+        raise AliasNotFound(name)
+    return alias
+
+
+def list_aliases() -> QuerySet[ModelAlias]:
+    return ModelAlias.objects.prefetch_related("deployments", "access_groups").order_by("name")
+
+
+def team_may_use(team_id: str, alias_name: str) -> bool:
+    """A team may call an alias only through one of its active groups containing that active alias."""
+    return ModelAlias.objects.filter(
+        name=alias_name, status=Status.ACTIVE, access_groups__status=Status.ACTIVE, access_groups__teams__id=team_id
+    ).exists()
+
+
+def list_allowed_aliases(team_id: str) -> QuerySet[ModelAlias]:
+    return (
+        ModelAlias.objects.filter(
+            status=Status.ACTIVE, access_groups__status=Status.ACTIVE, access_groups__teams__id=team_id
+        )
+        .distinct()
+        .order_by("name")
+    )

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -110,6 +111,8 @@ def _check_cache() -> str:
         return "error"
 
 
+# The catch-all answers every method; without the exemption an unknown POST would get the CSRF HTML page.
+@csrf_exempt
 def not_found(request, *args: Any, **kwargs: Any) -> JsonResponse:
     return JsonResponse({"detail": "Not found", "code": "not_found"}, status=404)
 
@@ -124,3 +127,13 @@ def bad_request(request, *args: Any, **kwargs: Any) -> JsonResponse:
 
 def permission_denied(request, *args: Any, **kwargs: Any) -> JsonResponse:
     return JsonResponse({"detail": "Forbidden"}, status=403)
+
+
+def validate_data(serializer_class: type[S], data: Any, location: str) -> dict[str, Any]:
+    """Validate already-parsed data (used by the async views, which bypass DRF's Request)."""
+    if not isinstance(data, dict):
+        raise RequestValidationError.single([location], "value is not a valid dict", "type_error.dict")
+    serializer = serializer_class(data=data)
+    if not serializer.is_valid():
+        raise InputValidationError(serializer.errors, location)
+    return serializer.validated_data

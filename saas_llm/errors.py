@@ -211,3 +211,10 @@ def render_exception(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str
         return 503, {"detail": "Database unavailable", "code": "database_unavailable"}, {"Retry-After": "1"}
     logger.exception("unhandled error", exc_info=exc)
     return 500, {"detail": "Internal server error", "code": "internal_error"}, {}
+
+
+class UnprocessableRequest(ApiError):
+    """A well-formed request that cannot be processed (422 with a plain detail and a code)."""
+
+    status_code = 422
+    detail = "Unprocessable request"

@@ -16,6 +16,12 @@ class SlugIdField(serializers.RegexField):
         super().__init__(SLUG_PATTERN, **kwargs)
         self.error_messages["invalid"] = "must match [a-z0-9][a-z0-9_.-]{0,63}"
 
+    def to_internal_value(self, data):
+        # An id is a JSON string: a number such as 5 must not silently become the id "5".
+        if not isinstance(data, str):
+            raise serializers.ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_internal_value(data)
+
 
 class MetadataField(serializers.JSONField):
     """A JSON object of at most 16 KB."""

@@ -194,6 +194,7 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "release-expired-reservations": {"task": "billing.release_expired_reservations", "schedule": 300.0},
+    "expire-stale-jobs": {"task": "jobs.expire_stale_jobs", "schedule": 60.0},
 }
 
 # --- Product settings ------------------------------------------------------------------------
@@ -201,6 +202,11 @@ SAAS_LLM_WEBHOOK_ALLOW_PRIVATE = env_bool("SAAS_LLM_WEBHOOK_ALLOW_PRIVATE", DEBU
 SAAS_LLM_JOB_TIMEOUT_S = env_int("SAAS_LLM_JOB_TIMEOUT", 24 * 3600)
 # A key's last_used_at is written at most once per this many seconds (never on every request).
 SAAS_LLM_KEY_TOUCH_INTERVAL_S = env_int("SAAS_LLM_KEY_TOUCH_INTERVAL", 60)
+
+# litellm Router policy (SPEC §5.6): retries per tier, then the next priority tier.
+SAAS_LLM_NUM_RETRIES = env_int("SAAS_LLM_NUM_RETRIES", 2)
+SAAS_LLM_ALLOWED_FAILS = env_int("SAAS_LLM_ALLOWED_FAILS", 3)
+SAAS_LLM_COOLDOWN_S = env_int("SAAS_LLM_COOLDOWN", 30)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {

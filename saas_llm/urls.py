@@ -7,6 +7,8 @@ from saas_llm import api
 api_patterns = [
     path("", include("tenants.urls")),
     path("", include("billing.urls")),
+    path("", include("models_registry.urls")),
+    path("", include("jobs.urls")),
 ]
 
 urlpatterns = [

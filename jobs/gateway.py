@@ -1,0 +1,192 @@
+"""The LLM-call path shared by the JSON and streaming endpoints: admission, provider call, pricing,
+error mapping. DB work happens in two short sync steps (admit, record) run off the event loop."""
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from billing import money
+from billing import services as billing
+from jobs import services
+from jobs.errors import JobAlreadyFinished, UpstreamError
+from jobs.models import CallStatus, Job
+from jobs.selectors import get_job
+from jobs.services import CallRecord
+from models_registry.errors import AliasNotFound, ModelNotAllowed, NoDefaultModel
+from models_registry.models import ModelAlias, Status
+from models_registry.pricing import price_call
+from models_registry.router import DeploymentInfo, RegistryRouter
+from models_registry.selectors import team_may_use
+from saas_llm.errors import TeamSuspended
+from tenants.auth import Principal
+from tenants.models import Team
+
+logger = logging.getLogger(__name__)
+
+FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter"}
+
+
+@dataclass
+class AdmittedCall:
+    team: Team
+    job: Job
+    alias: str
+    purpose: str
+    messages: list[dict]
+    params: dict[str, Any]
+    call_id: uuid.UUID
+
+    @property
+    def request_body(self) -> dict | None:
+        return {"messages": self.messages, **self.params} if self.team.store_prompts else None
+
+
+def admit_call(
+    *, principal: Principal, job_id: str, alias: str | None, purpose: str | None, messages: list[dict], params: dict
+) -> AdmittedCall:
+    """Every check before the provider is called: job scope (404), suspended team (403), terminal
+    job (409), alias unknown (404) / not allowed (403), usage-mode credits (403). Marks the job started."""
+    job = get_job(job_id=job_id, team_id=None if principal.is_admin else principal.team.id)
+    team = job.team
+    if team.is_suspended:
+        raise TeamSuspended()
+    if job.is_terminal:
+        raise JobAlreadyFinished(job.status)
+    alias = alias or team.default_model_id
+    if not alias:
+        raise NoDefaultModel()
+    if not team_may_use(team.id, alias):
+        if not ModelAlias.objects.filter(name=alias).exclude(status=Status.INACTIVE).exists():
+            raise AliasNotFound(alias)
+        raise ModelNotAllowed(alias)
+    billing.check_call_allowed(team=team)
+    services.mark_started(job=job)
+    return AdmittedCall(
+        team=team, job=job, alias=alias, purpose=purpose or "", messages=messages, params=params, call_id=uuid.uuid4()
+    )
+
+
+admit_call_async = sync_to_async(admit_call, thread_sensitive=False)
+record_call_async = sync_to_async(services.record_call, thread_sensitive=False)
+
+
+def usage_of(response: Any) -> tuple[int, int]:
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return 0, 0
+    return int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
+
+
+def served_by(registry: RegistryRouter, response: Any) -> tuple[DeploymentInfo | None, int]:
+    """The deployment that answered and how many fallbacks were tried (from litellm's hidden params)."""
+    hidden = getattr(response, "_hidden_params", None) or {}
+    info = registry.deployment(hidden.get("model_id"))
+    headers = hidden.get("additional_headers") or {}
+    fallbacks = headers.get("x-litellm-attempted-fallbacks") or 0
+    try:
+        fallbacks = int(fallbacks)
+    except (TypeError, ValueError):
+        fallbacks = 0
+    return info, fallbacks
+
+
+def normalise_finish_reason(reason: str | None) -> str | None:
+    if reason is None:
+        return None
+    if reason == "function_call":
+        return "tool_calls"
+    return reason if reason in FINISH_REASONS else "stop"
+
+
+def priced_record(
+    admitted: AdmittedCall,
+    *,
+    status: str,
+    info: DeploymentInfo | None,
+    prompt_tokens: int,
+    completion_tokens: int,
+    **fields: Any,
+) -> CallRecord:
+    cost = price_call(
+        prices=info.prices if info else None,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        markup_percent=admitted.team.markup_percent,
+        model=info.litellm_model if info else admitted.alias,
+    )
+    return CallRecord(
+        call_id=admitted.call_id,
+        model_alias=admitted.alias,
+        purpose=admitted.purpose,
+        status=status,
+        deployment_id=info.deployment_id if info else None,
+        resolved_model=info.litellm_model if info else "",
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        provider_cost_nanos=cost.provider_cost_nanos,
+        cost_nanos=cost.cost_nanos,
+        unpriced=cost.unpriced,
+        price_snapshot=cost.snapshot,
+        request_body=admitted.request_body,
+        **fields,
+    )
+
+
+def upstream_error(exc: Exception) -> UpstreamError:
+    """Map a litellm exception (after retries and fallbacks) to the client's status (SPEC §4)."""
+    import litellm
+
+    message = str(getattr(exc, "message", None) or exc)[:1000]
+    if "No deployments available" in message:
+        return UpstreamError(
+            503, "No healthy deployment for this model right now", "upstream_unavailable", retry_after="1"
+        )
+    if isinstance(exc, litellm.BadRequestError):  # incl. context-window and content-policy errors
+        return UpstreamError(400, message, "provider_bad_request")
+    if isinstance(exc, litellm.Timeout):
+        return UpstreamError(504, "The provider did not answer in time", "upstream_timeout")
+    if isinstance(exc, litellm.RateLimitError):
+        return UpstreamError(
+            429, "The provider rate limited the request", "upstream_rate_limited", retry_after=_retry_after(exc)
+        )
+    if isinstance(exc, litellm.ServiceUnavailableError | litellm.APIConnectionError):
+        return UpstreamError(503, "The provider is unavailable", "upstream_unavailable", retry_after="1")
+    return UpstreamError(502, "The provider returned an invalid or failed response", "upstream_error")
+
+
+def _retry_after(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or getattr(exc, "headers", None) or {}
+    value = headers.get("retry-after") if hasattr(headers, "get") else None
+    try:
+        return str(max(1, int(float(value))))
+    except (TypeError, ValueError):
+        return "1"
+
+
+def error_record(
+    admitted: AdmittedCall, exc: Exception, mapped: UpstreamError, *, latency_ms: int, stream: bool
+) -> CallRecord:
+    return priced_record(
+        admitted,
+        status=CallStatus.ERROR,
+        info=None,
+        prompt_tokens=0,
+        completion_tokens=0,
+        stream=stream,
+        error=f"{type(exc).__name__}: {str(exc)[:2000]}",
+        error_code=mapped.code or "",
+        latency_ms=latency_ms,
+    )
+
+
+def elapsed_ms(since: float) -> int:
+    return int((time.perf_counter() - since) * 1000)
+
+
+def cost_usd(nanos: int) -> float:
+    return float(money.nanos_to_usd(nanos))

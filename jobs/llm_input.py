@@ -1,0 +1,112 @@
+"""Validation of an LLM-call body (SPEC §5.2). Only parameters the client sent are forwarded."""
+
+from typing import Any
+
+from rest_framework import serializers
+
+from saas_llm.fields import MetadataField, SlugIdField, StrictCharField, StrictIntegerField
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+FORWARDED_PARAMS = (
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "response_format",
+    "tools",
+    "tool_choice",
+)
+
+
+class ContentField(serializers.Field):
+    """A string, a list of content parts (objects), or null (assistant messages with tool calls)."""
+
+    default_error_messages = {"invalid": "must be a string or a list of content parts"}
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str):
+            return data
+        if isinstance(data, list) and all(isinstance(part, dict) for part in data):
+            return data
+        self.fail("invalid")
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class StopField(serializers.Field):
+    default_error_messages = {"invalid": "must be a string or a list of at most 4 strings"}
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str):
+            return data
+        if isinstance(data, list) and len(data) <= 4 and all(isinstance(item, str) for item in data):
+            return data
+        self.fail("invalid")
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class ToolChoiceField(serializers.Field):
+    default_error_messages = {"invalid": "must be 'none', 'auto', 'required' or an object"}
+
+    def to_internal_value(self, data: Any) -> Any:
+        if data in ("none", "auto", "required") or isinstance(data, dict):
+            return data
+        self.fail("invalid")
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class NumberField(serializers.FloatField):
+    """A JSON number (not a numeric string, not a boolean)."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class MessageIn(serializers.Serializer):
+    role = serializers.ChoiceField(choices=ROLES)
+    content = ContentField(required=False, allow_null=True)
+    name = StrictCharField(max_length=256, required=False)
+    tool_calls = serializers.ListField(child=serializers.DictField(), required=False)
+    tool_call_id = StrictCharField(max_length=256, required=False)
+
+    def validate(self, data: dict) -> dict:
+        if data.get("content") is None and not data.get("tool_calls"):
+            raise serializers.ValidationError({"content": [serializers.ErrorDetail("field required", code="required")]})
+        return data
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        # Keep only the keys the client sent (a missing content stays missing, null stays null).
+        return {key: value[key] for key in ("role", "content", "name", "tool_calls", "tool_call_id") if key in value}
+
+
+class LLMCallIn(serializers.Serializer):
+    messages = MessageIn(many=True, allow_empty=False, max_length=2048)
+    model = SlugIdField(required=False, allow_null=True)
+    purpose = StrictCharField(max_length=200, required=False, allow_blank=True, allow_null=True)
+    temperature = NumberField(required=False, min_value=0, max_value=2)
+    max_tokens = StrictIntegerField(required=False, min_value=1, max_value=1_000_000)
+    top_p = NumberField(required=False, min_value=0, max_value=1)
+    stop = StopField(required=False)
+    presence_penalty = NumberField(required=False, min_value=-2, max_value=2)
+    frequency_penalty = NumberField(required=False, min_value=-2, max_value=2)
+    seed = StrictIntegerField(required=False)
+    response_format = serializers.DictField(required=False)
+    tools = serializers.ListField(child=serializers.DictField(), required=False, max_length=128)
+    tool_choice = ToolChoiceField(required=False)
+    metadata = MetadataField()
+
+
+def forwarded_params(data: dict) -> dict:
+    """The provider parameters exactly as the client sent them (no forced defaults)."""
+    return {name: data[name] for name in FORWARDED_PARAMS if name in data}

@@ -1,0 +1,162 @@
+"""Async endpoints for LLM calls (SPEC §5.2): POST /api/jobs/{id}/llm-call and /llm-call-stream."""
+
+import time
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+
+from jobs import gateway, streaming
+from jobs.llm_input import LLMCallIn, forwarded_params
+from jobs.models import CallStatus
+from models_registry.router import router_holder
+from saas_llm.api import validate_data
+from saas_llm.async_views import AsyncAPIView, json_body
+from saas_llm.errors import BadRequest
+
+
+class ToolCallOut(serializers.Serializer):
+    id = serializers.CharField()
+    type = serializers.CharField()
+    function = serializers.DictField()
+
+
+class AssistantMessageOut(serializers.Serializer):
+    role = serializers.CharField()
+    content = serializers.CharField(allow_null=True)
+    finish_reason = serializers.CharField(allow_null=True)
+    tool_calls = ToolCallOut(many=True, allow_null=True)
+
+
+class UsageOut(serializers.Serializer):
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+
+
+class LLMCallOut(serializers.Serializer):
+    call_id = serializers.UUIDField()
+    job_id = serializers.UUIDField()
+    model = serializers.CharField(help_text="The alias the team asked for.")
+    resolved_model = serializers.CharField(required=False, help_text="Only when the team has expose_models.")
+    response = AssistantMessageOut()
+    usage = UsageOut()
+    cost_usd = serializers.FloatField()
+    latency_ms = serializers.IntegerField()
+
+
+ERRORS = {
+    400: OpenApiResponse(description="Malformed JSON, or the provider rejected the parameters"),
+    401: OpenApiResponse(description="Missing, invalid, expired or revoked key"),
+    403: OpenApiResponse(description="team_suspended, model_not_allowed or insufficient_credits"),
+    404: OpenApiResponse(description="Job or model alias not found"),
+    409: OpenApiResponse(description="job_already_finished"),
+    422: OpenApiResponse(description="Validation error"),
+    429: OpenApiResponse(description="Rate limited (by the gateway or the provider)"),
+    502: OpenApiResponse(description="The provider failed"),
+    503: OpenApiResponse(description="No healthy deployment"),
+    504: OpenApiResponse(description="The provider timed out"),
+}
+
+
+async def admit(request: HttpRequest, job_id: str) -> gateway.AdmittedCall:
+    data = validate_data(LLMCallIn, json_body(request), "body")
+    return await gateway.admit_call_async(
+        principal=request.auth,
+        job_id=job_id,
+        alias=data.get("model"),
+        purpose=data.get("purpose"),
+        messages=data["messages"],
+        params=forwarded_params(data),
+    )
+
+
+class LLMCallView(AsyncAPIView):
+    @extend_schema(operation_id="jobs_llm_call", request=LLMCallIn, responses={200: LLMCallOut, **ERRORS}, tags=["llm"])
+    async def post(self, request: HttpRequest, job_id: str) -> JsonResponse:
+        received = time.perf_counter()
+        admitted = await admit(request, job_id)
+        registry = await router_holder.get()
+        started = time.perf_counter()
+        try:
+            response = await registry.router.acompletion(
+                model=admitted.alias, messages=admitted.messages, **admitted.params
+            )
+        except Exception as exc:
+            latency_ms = gateway.elapsed_ms(started)
+            mapped = gateway.upstream_error(exc)
+            await gateway.record_call_async(
+                team=admitted.team,
+                job_id=admitted.job.id,
+                record=gateway.error_record(admitted, exc, mapped, latency_ms=latency_ms, stream=False),
+            )
+            raise mapped from None
+        provider_s = time.perf_counter() - started
+        info, fallbacks = gateway.served_by(registry, response)
+        prompt_tokens, completion_tokens = gateway.usage_of(response)
+        choice = response.choices[0]
+        message = choice.message
+        tool_calls = (
+            [call.model_dump() for call in message.tool_calls] if getattr(message, "tool_calls", None) else None
+        )
+        body_out: dict[str, Any] = {
+            "role": "assistant",
+            "content": message.content,
+            "finish_reason": gateway.normalise_finish_reason(choice.finish_reason),
+            "tool_calls": tool_calls,
+        }
+        record = gateway.priced_record(
+            admitted,
+            status=CallStatus.SUCCESS,
+            info=info,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            provider_response_id=response.id or "",
+            finish_reason=body_out["finish_reason"] or "",
+            latency_ms=int(provider_s * 1000),
+            fallbacks=fallbacks,
+            response_body=body_out if admitted.team.store_prompts else None,
+        )
+        await gateway.record_call_async(team=admitted.team, job_id=admitted.job.id, record=record)
+        payload: dict[str, Any] = {
+            "call_id": str(admitted.call_id),
+            "job_id": str(admitted.job.id),
+            "model": admitted.alias,
+            "response": body_out,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+            "cost_usd": gateway.cost_usd(record.cost_nanos),
+            "latency_ms": record.latency_ms,
+        }
+        if admitted.team.expose_models:
+            payload["resolved_model"] = record.resolved_model
+        out = JsonResponse(payload)
+        out["X-Gateway-Overhead-Ms"] = f"{(time.perf_counter() - received - provider_s) * 1000:.2f}"
+        return out
+
+
+class LLMCallStreamView(AsyncAPIView):
+    @extend_schema(
+        operation_id="jobs_llm_call_stream",
+        request=LLMCallIn,
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                response=str,
+                description="`data: <chat.completion.chunk>` events; the last chunk has empty choices and carries usage, call_id, job_id, cost_usd; then `data: [DONE]`.",
+            ),
+            **ERRORS,
+        },
+        tags=["llm"],
+    )
+    async def post(self, request: HttpRequest, job_id: str):
+        if request.headers.get("Idempotency-Key"):
+            raise BadRequest(
+                "Idempotency-Key is not supported on the streaming endpoint", code="idempotency_not_supported"
+            )
+        received = time.perf_counter()
+        admitted = await admit(request, job_id)
+        return await streaming.start_stream(admitted, received=received)

@@ -1,0 +1,70 @@
+"""Async API views for the LLM-call path (STYLE: keep it async end to end).
+
+`AsyncAPIView` subclasses DRF's APIView only so drf-spectacular documents it like every other
+endpoint; requests never go through DRF's sync dispatch. Its `as_view()` returns a coroutine
+view that authenticates off the event loop, awaits the handler, and renders errors per SPEC §4.
+"""
+
+import json
+from typing import Any
+
+from asgiref.sync import markcoroutinefunction, sync_to_async
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework.views import APIView
+
+from saas_llm.errors import BadRequest, render_exception
+from tenants.auth import parse_bearer, resolve_api_key
+
+
+def error_response(exc: Exception) -> JsonResponse:
+    status, body, headers = render_exception(exc)
+    response = JsonResponse(body, status=status)
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+def json_body(request: HttpRequest) -> Any:
+    """The request's JSON body; 400 for a wrong content type or malformed JSON (never 415)."""
+    content_type = request.content_type or ""
+    if request.body and content_type != "application/json" and not content_type.endswith("+json"):
+        raise BadRequest("Request body must be JSON (Content-Type: application/json)", code="invalid_request")
+    if not request.body:
+        return {}
+    try:
+        return json.loads(request.body, parse_constant=lambda name: name)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"Malformed JSON: {exc}", code="invalid_request") from None
+
+
+resolve_api_key_async = sync_to_async(resolve_api_key, thread_sensitive=False)
+
+
+class AsyncAPIView(APIView):
+    @classmethod
+    def as_view(cls, **initkwargs):
+        async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            self = cls(**initkwargs)
+            handler = (
+                getattr(self, request.method.lower(), None)
+                if request.method.lower() in self.http_method_names
+                else None
+            )
+            if handler is None:
+                return JsonResponse(
+                    {"detail": f'Method "{request.method}" not allowed.', "code": "method_not_allowed"}, status=405
+                )
+            try:
+                request.auth = await resolve_api_key_async(parse_bearer(request.headers.get("Authorization")))
+                return await handler(request, *args, **kwargs)
+            except Exception as exc:
+                return self.handle_error(exc)
+
+        markcoroutinefunction(view)
+        view.cls = cls
+        view.initkwargs = initkwargs
+        return csrf_exempt(view)
+
+    def handle_error(self, exc: Exception) -> HttpResponseBase:
+        return error_response(exc)
