@@ -22,7 +22,10 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
 ## make run: venv, install, migrate, seed the demo, serve on :$(PORT) (DEBUG=1)
 run: $(VENV)/.installed
 	DEBUG=1 $(BIN)/python manage.py migrate --noinput
-	DEBUG=1 $(BIN)/python manage.py seed_demo
+	DEBUG=1 $(BIN)/python manage.py seed_demo --mock-port $(MOCK_PORT)
+	@# The demo alias is served by the local mock upstream; it stops with the server.
+	$(BIN)/python manage.py mock_llm_server --port $(MOCK_PORT) & MOCK_PID=$$!; \
+	trap 'kill $$MOCK_PID 2>/dev/null' EXIT INT TERM; \
 	DEBUG=1 SAAS_LLM_WEBHOOK_ALLOW_PRIVATE=1 $(BIN)/uvicorn saas_llm.asgi:application --host 127.0.0.1 --port $(PORT)
 
 ## make test: install dev deps and run the whole suite

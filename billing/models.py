@@ -87,6 +87,8 @@ class Reservation(models.Model):
     initial_units = models.BigIntegerField()
     # In usage modes the hold grows with the job's accrued usage: amount = max(initial, accrued).
     amount_units = models.BigIntegerField()
+    # The job's usage so far in credit units (usage modes); the hold never drops below initial_units.
+    accrued_units = models.BigIntegerField(default=0)
     status = models.CharField(max_length=16, choices=ReservationStatus.choices, default=ReservationStatus.OPEN)
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)

@@ -51,8 +51,10 @@ def _check_low_balance(team: Team, account: CreditAccount, *, rearm: bool) -> No
                 "low_balance_threshold": float(team.low_balance_threshold),
             },
         )
-    elif not below and rearm and not account.low_balance_armed:
-        account.low_balance_armed = True
+    elif rearm:
+        # A credit increase re-arms only when it lifts the balance to the threshold; a team
+        # granted less than its threshold never crossed it, so it must not fire later.
+        account.low_balance_armed = not below
 
 
 def _append(
@@ -151,12 +153,23 @@ def reserve_for_job(*, team: Team, job_id: uuid.UUID) -> Reservation:
         return reservation
 
 
-def check_call_allowed(*, team: Team) -> None:
-    """Usage modes: admit an LLM call only while remaining credits (incl. this job's accrued usage) > 0."""
+def check_call_allowed(*, team: Team, job_id: uuid.UUID) -> None:
+    """Usage modes: admit an LLM call only while the team's remaining credits, counting this job's
+    accrued usage but not the rest of its hold, are > 0. Raises InsufficientCredits. No lock: a read."""
     if team.budget_mode == "job":
         return
-    remaining = CreditAccount.objects.filter(team=team).values_list("balance_units", "reserved_units").first()
-    if remaining is None or remaining[0] - remaining[1] <= 0:
+    account = CreditAccount.objects.filter(team=team).values_list("balance_units", "reserved_units").first()
+    hold = (
+        Reservation.objects.filter(job_id=job_id, status=ReservationStatus.OPEN)
+        .values_list("amount_units", "accrued_units")
+        .first()
+    )
+    if account is None:
+        raise InsufficientCredits()
+    available = account[0] - account[1]
+    if hold is not None:
+        available += hold[0] - hold[1]
+    if available <= 0:
         raise InsufficientCredits()
 
 
@@ -170,11 +183,10 @@ def accrue_usage(*, team: Team, job_id: uuid.UUID, accrued_units: int) -> None:
         if reservation is None:
             return
         new_amount = max(reservation.initial_units, accrued_units)
-        if new_amount == reservation.amount_units:
-            return
+        reservation.accrued_units = accrued_units
         account.reserved_units += new_amount - reservation.amount_units
         reservation.amount_units = new_amount
-        reservation.save(update_fields=["amount_units"])
+        reservation.save(update_fields=["amount_units", "accrued_units"])
         _check_low_balance(team, account, rearm=False)
         account.save()
 
@@ -250,20 +262,28 @@ def charge_usage(
     *, team: Team, job_id: uuid.UUID, charge_units: int, reference: str, reason: str, actor: str = "system"
 ) -> LedgerEntry:
     """An extra charge for a job (a call that finished after its job was settled). Idempotent per reference."""
+    if charge_units <= 0:
+        raise ValueError("charge must be positive")
     existing = LedgerEntry.objects.filter(reference=reference).first()
     if existing is not None:
         return existing
-    with transaction.atomic():
-        account = _locked_account(team)
-        entry = _append(
-            account,
-            kind=EntryKind.CHARGE,
-            amount_units=-charge_units,
-            reason=reason,
-            actor=actor,
-            job_id=job_id,
-            reference=reference,
-        )
-        _check_low_balance(team, account, rearm=False)
-        account.save()
-        return entry
+    try:
+        with transaction.atomic():
+            account = _locked_account(team)
+            entry = _append(
+                account,
+                kind=EntryKind.CHARGE,
+                amount_units=-charge_units,
+                reason=reason,
+                actor=actor,
+                job_id=job_id,
+                reference=reference,
+            )
+            _check_low_balance(team, account, rearm=False)
+            account.save()
+            return entry
+    except IntegrityError:
+        existing = LedgerEntry.objects.filter(reference=reference).first()
+        if existing is not None:
+            return existing
+        raise

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from billing import money
 from billing import services as billing
@@ -22,6 +23,7 @@ from models_registry.pricing import price_call
 from models_registry.router import DeploymentInfo, RegistryRouter
 from models_registry.selectors import team_may_use
 from saas_llm.errors import TeamSuspended
+from tenants import limits
 from tenants.auth import Principal
 from tenants.models import Team
 
@@ -63,7 +65,7 @@ def admit_call(
         if not ModelAlias.objects.filter(name=alias).exclude(status=Status.INACTIVE).exists():
             raise AliasNotFound(alias)
         raise ModelNotAllowed(alias)
-    billing.check_call_allowed(team=team)
+    billing.check_call_allowed(team=team, job_id=job.id)
     services.mark_started(job=job)
     return AdmittedCall(
         team=team, job=job, alias=alias, purpose=purpose or "", messages=messages, params=params, call_id=uuid.uuid4()
@@ -71,6 +73,31 @@ def admit_call(
 
 
 admit_call_async = sync_to_async(admit_call, thread_sensitive=False)
+
+
+def team_limits(team: Team) -> limits.Limits:
+    return limits.Limits(rpm=team.rpm_limit, tpm=team.tpm_limit, parallel=team.max_parallel_requests)
+
+
+def estimate_tokens(admitted: AdmittedCall) -> int:
+    """TPM admission: litellm's count of the prompt plus max_tokens (or the configured default)."""
+    if admitted.team.tpm_limit is None:
+        return 0
+    import litellm
+
+    try:
+        prompt = litellm.token_counter(model="gpt-4o-mini", messages=admitted.messages)
+    except Exception:  # odd content parts: fall back to a character estimate
+        prompt = sum(len(str(message.get("content") or "")) for message in admitted.messages) // 4 + 1
+    return int(prompt) + int(admitted.params.get("max_tokens") or settings.SAAS_LLM_TPM_DEFAULT_MAX_TOKENS)
+
+
+async def admit_rate(admitted: AdmittedCall) -> limits.Admission:
+    return await limits.admit(
+        team_id=admitted.team.id, limits=team_limits(admitted.team), estimated_tokens=estimate_tokens(admitted)
+    )
+
+
 record_call_async = sync_to_async(services.record_call, thread_sensitive=False)
 
 

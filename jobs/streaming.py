@@ -16,6 +16,7 @@ from django.http import StreamingHttpResponse
 from jobs import gateway
 from jobs.models import CallStatus
 from models_registry.router import router_holder
+from tenants import limits
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,9 @@ def chunk_payload(chunk: Any, alias: str) -> dict | None:
     }
 
 
-async def start_stream(admitted: gateway.AdmittedCall, *, received: float) -> StreamingHttpResponse:
+async def start_stream(
+    admitted: gateway.AdmittedCall, admission: limits.Admission, *, received: float
+) -> StreamingHttpResponse:
     """Open the upstream stream (provider errors before the first byte are JSON errors), then stream."""
     registry = await router_holder.get()
     started = time.perf_counter()
@@ -84,16 +87,27 @@ async def start_stream(admitted: gateway.AdmittedCall, *, received: float) -> St
             job_id=admitted.job.id,
             record=gateway.error_record(admitted, exc, mapped, latency_ms=gateway.elapsed_ms(started), stream=True),
         )
+        await limits.release(admission, actual_tokens=0)
+        mapped.headers.update(admission.headers)
         raise mapped from None
     info, fallbacks = gateway.served_by(registry, upstream)
     response = StreamingHttpResponse(
-        _events(admitted, upstream, info, fallbacks, started), content_type="text/event-stream", headers=SSE_HEADERS
+        _events(admitted, admission, upstream, info, fallbacks, started),
+        content_type="text/event-stream",
+        headers={**SSE_HEADERS, **admission.headers},
     )
     response["X-Gateway-Overhead-Ms"] = f"{(started - received) * 1000:.2f}"
     return response
 
 
-async def _events(admitted: gateway.AdmittedCall, upstream: Any, info: Any, fallbacks: int, started: float):
+async def _events(
+    admitted: gateway.AdmittedCall,
+    admission: limits.Admission,
+    upstream: Any,
+    info: Any,
+    fallbacks: int,
+    started: float,
+):
     alias = admitted.alias
     text: list[str] = []
     usage: tuple[int, int] | None = None
@@ -136,6 +150,7 @@ async def _events(admitted: gateway.AdmittedCall, upstream: Any, info: Any, fall
         )
         # Shielded: a cancelled request must still reach the books.
         await asyncio.shield(gateway.record_call_async(team=admitted.team, job_id=admitted.job.id, record=record))
+        await limits.release(admission, actual_tokens=record.prompt_tokens + record.completion_tokens)
     if outcome == CallStatus.SUCCESS:
         prompt_tokens, completion_tokens = record.prompt_tokens, record.completion_tokens
         final: dict[str, Any] = {

@@ -8,12 +8,14 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 
 from jobs import gateway, streaming
+from jobs.errors import UpstreamError
 from jobs.llm_input import LLMCallIn, forwarded_params
 from jobs.models import CallStatus
 from models_registry.router import router_holder
 from saas_llm.api import validate_data
 from saas_llm.async_views import AsyncAPIView, json_body
 from saas_llm.errors import BadRequest
+from tenants import limits
 
 
 class ToolCallOut(serializers.Serializer):
@@ -77,6 +79,39 @@ class LLMCallView(AsyncAPIView):
     async def post(self, request: HttpRequest, job_id: str) -> JsonResponse:
         received = time.perf_counter()
         admitted = await admit(request, job_id)
+        admission = await gateway.admit_rate(admitted)
+        actual_tokens = None
+        try:
+            response, provider_s, record = await self._call(admitted)
+            actual_tokens = record.prompt_tokens + record.completion_tokens
+        except UpstreamError as exc:
+            exc.headers.update(admission.headers)
+            raise
+        finally:
+            await limits.release(admission, actual_tokens=actual_tokens)
+        payload: dict[str, Any] = {
+            "call_id": str(admitted.call_id),
+            "job_id": str(admitted.job.id),
+            "model": admitted.alias,
+            "response": response,
+            "usage": {
+                "prompt_tokens": record.prompt_tokens,
+                "completion_tokens": record.completion_tokens,
+                "total_tokens": record.prompt_tokens + record.completion_tokens,
+            },
+            "cost_usd": gateway.cost_usd(record.cost_nanos),
+            "latency_ms": record.latency_ms,
+        }
+        if admitted.team.expose_models:
+            payload["resolved_model"] = record.resolved_model
+        out = JsonResponse(payload)
+        for name, value in admission.headers.items():
+            out[name] = value
+        out["X-Gateway-Overhead-Ms"] = f"{(time.perf_counter() - received - provider_s) * 1000:.2f}"
+        return out
+
+    async def _call(self, admitted: gateway.AdmittedCall) -> tuple[dict, float, gateway.CallRecord]:
+        """Call the provider through the Router and record the call (success or error)."""
         registry = await router_holder.get()
         started = time.perf_counter()
         try:
@@ -84,13 +119,9 @@ class LLMCallView(AsyncAPIView):
                 model=admitted.alias, messages=admitted.messages, **admitted.params
             )
         except Exception as exc:
-            latency_ms = gateway.elapsed_ms(started)
             mapped = gateway.upstream_error(exc)
-            await gateway.record_call_async(
-                team=admitted.team,
-                job_id=admitted.job.id,
-                record=gateway.error_record(admitted, exc, mapped, latency_ms=latency_ms, stream=False),
-            )
+            record = gateway.error_record(admitted, exc, mapped, latency_ms=gateway.elapsed_ms(started), stream=False)
+            await gateway.record_call_async(team=admitted.team, job_id=admitted.job.id, record=record)
             raise mapped from None
         provider_s = time.perf_counter() - started
         info, fallbacks = gateway.served_by(registry, response)
@@ -119,24 +150,7 @@ class LLMCallView(AsyncAPIView):
             response_body=body_out if admitted.team.store_prompts else None,
         )
         await gateway.record_call_async(team=admitted.team, job_id=admitted.job.id, record=record)
-        payload: dict[str, Any] = {
-            "call_id": str(admitted.call_id),
-            "job_id": str(admitted.job.id),
-            "model": admitted.alias,
-            "response": body_out,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-            "cost_usd": gateway.cost_usd(record.cost_nanos),
-            "latency_ms": record.latency_ms,
-        }
-        if admitted.team.expose_models:
-            payload["resolved_model"] = record.resolved_model
-        out = JsonResponse(payload)
-        out["X-Gateway-Overhead-Ms"] = f"{(time.perf_counter() - received - provider_s) * 1000:.2f}"
-        return out
+        return body_out, provider_s, record
 
 
 class LLMCallStreamView(AsyncAPIView):
@@ -159,4 +173,5 @@ class LLMCallStreamView(AsyncAPIView):
             )
         received = time.perf_counter()
         admitted = await admit(request, job_id)
-        return await streaming.start_stream(admitted, received=received)
+        admission = await gateway.admit_rate(admitted)
+        return await streaming.start_stream(admitted, admission, received=received)

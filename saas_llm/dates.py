@@ -1,6 +1,6 @@
 """Date-range query parameters shared by list endpoints (SPEC §4)."""
 
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -21,21 +21,20 @@ class DateOrDateTimeField(serializers.Field):
         if not isinstance(data, str):
             self.fail("invalid")
         try:
-            moment = parse_datetime(data)
+            # A bare date first: parse_datetime() would read "2024-01-11" as midnight.
+            day = parse_date(data) if len(data) == 10 else None
+            moment = datetime.combine(day, time.min) if day else parse_datetime(data)
             if moment is None:
-                day = parse_date(data)
-                if day is None:
-                    self.fail("invalid")
-                moment = datetime.combine(day, time.min)
-                if self.end:
-                    moment += timedelta(days=1)
+                self.fail("invalid")
+            if day and self.end:
+                moment += timedelta(days=1)
             elif self.end:
                 # An exclusive bound that includes the instant given.
                 moment += timedelta(microseconds=1)
         except ValueError:
             self.fail("invalid")
         if timezone.is_naive(moment):
-            moment = timezone.make_aware(moment, timezone.utc)
+            moment = timezone.make_aware(moment, UTC)
         return moment
 
     def to_representation(self, value):

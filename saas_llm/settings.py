@@ -72,6 +72,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "saas_llm.idempotency.IdempotencyMiddleware",
 ]
 
 ROOT_URLCONF = "saas_llm.urls"
@@ -133,7 +134,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Only for `collectstatic` in production; whitenoise serves straight from the apps otherwise.
+STATIC_ROOT = env_str("STATIC_ROOT", "") or None
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -195,6 +197,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "release-expired-reservations": {"task": "billing.release_expired_reservations", "schedule": 300.0},
     "expire-stale-jobs": {"task": "jobs.expire_stale_jobs", "schedule": 60.0},
+    "purge-idempotency-keys": {"task": "tenants.purge_idempotency_keys", "schedule": 3600.0},
 }
 
 # --- Product settings ------------------------------------------------------------------------
@@ -207,6 +210,9 @@ SAAS_LLM_KEY_TOUCH_INTERVAL_S = env_int("SAAS_LLM_KEY_TOUCH_INTERVAL", 60)
 SAAS_LLM_NUM_RETRIES = env_int("SAAS_LLM_NUM_RETRIES", 2)
 SAAS_LLM_ALLOWED_FAILS = env_int("SAAS_LLM_ALLOWED_FAILS", 3)
 SAAS_LLM_COOLDOWN_S = env_int("SAAS_LLM_COOLDOWN", 30)
+
+# TPM admission counts the prompt plus max_tokens, or this when the client sent no max_tokens.
+SAAS_LLM_TPM_DEFAULT_MAX_TOKENS = env_int("SAAS_LLM_TPM_DEFAULT_MAX_TOKENS", 256)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {

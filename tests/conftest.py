@@ -97,3 +97,71 @@ def acme(db) -> Tenant:
 @pytest.fixture
 def globex(db) -> Tenant:
     return make_tenant("globex-eng", "globex")
+
+
+# --- registry, Router and the mock upstream ------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _fresh_router():
+    """Each test gets a Router built from its own registry (versions restart with the test DB)."""
+    from models_registry.router import router_holder
+
+    router_holder.reset()
+    yield
+    router_holder.reset()
+
+
+@pytest.fixture(scope="session")
+def mock_upstream():
+    """One OpenAI-compatible mock upstream process for the whole session (reset per test by `mock`)."""
+    from tests.live import MockControl, start_mock_upstream
+
+    server = start_mock_upstream()
+    yield MockControl(server.url)
+    server.stop()
+
+
+@pytest.fixture
+def mock(mock_upstream):
+    mock_upstream.reset()
+    return mock_upstream
+
+
+def make_alias(alias_name: str, mock_url: str, *, deployments: list[dict] | None = None, group: str = "standard", **fields):
+    """An alias on the mock upstream (default: one deployment `openai/mock-model`) in access group `group`."""
+    from models_registry import services as registry_services
+    from models_registry.models import AccessGroup
+
+    specs = deployments or [{"litellm_model": "openai/mock-model"}]
+    for spec in specs:
+        spec.setdefault("api_base", f"{mock_url}/v1")
+        spec.setdefault("timeout_s", 5.0)
+    alias = registry_services.create_alias(alias_name=alias_name, deployments=specs, **fields)
+    existing = AccessGroup.objects.filter(name=group).first()
+    if existing is None:
+        registry_services.create_access_group(group_name=group, model_aliases=[alias_name])
+    else:
+        registry_services.update_access_group(group=existing, model_aliases=[*existing.aliases.values_list("name", flat=True), alias_name])
+    return alias
+
+
+@pytest.fixture
+def chat_alias(db, mock):
+    """`chat-fast` on the mock with explicit prices, in group `standard`."""
+    return make_alias(
+        "chat-fast",
+        mock.url,
+        deployments=[{"litellm_model": "openai/mock-model", "input_cost_per_token": "0.000001", "output_cost_per_token": "0.000002"}],
+    )
+
+
+@pytest.fixture
+def llm_team(db, chat_alias):
+    """Team `acme-corp` allowed to use `chat-fast` (its default model), 100 credits, job budget mode."""
+    return make_tenant("acme-corp", "acme", access_groups=["standard"], default_model="chat-fast")
+
+
+@pytest.fixture
+def llm_other_team(db, chat_alias):
+    return make_tenant("globex-eng", "globex", access_groups=["standard"], default_model="chat-fast")

@@ -11,5 +11,7 @@ class Command(BaseCommand):
         for problem in problems:
             self.stderr.write(problem)
         if problems:
-            raise CommandError(f"ledger check failed for {len(problems)} team(s)")
+            # Each problem starts with "<team_id>:"; name the teams, not the number of problems.
+            teams = sorted({problem.split(":", 1)[0] for problem in problems})
+            raise CommandError(f"ledger check failed for {len(teams)} team(s): {', '.join(teams)}")
         self.stdout.write("ledger OK")

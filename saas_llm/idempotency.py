@@ -1,0 +1,180 @@
+"""Idempotency-Key support for every POST (SPEC §4).
+
+Scope is (credential, key). The first request inserts an in-progress row (a unique constraint, so
+only one process can win), runs, and stores its response when it is final (status < 500, not 409
+or 429); a retry replays it with `Idempotent-Replayed: true` without doing the work again. A
+different request under the same key is a 422, a retry while the first still runs a 409. Failed
+first attempts delete their row so the client may retry. Streaming responses are never stored.
+"""
+
+import hashlib
+import logging
+from datetime import timedelta
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.db import IntegrityError, transaction
+from django.http import HttpResponse, JsonResponse
+from django.utils import timezone
+
+from tenants.models import IdempotencyRecord, IdempotencyStatus, hash_key
+
+logger = logging.getLogger(__name__)
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+RETENTION = timedelta(hours=24)
+# A first attempt still "in progress" after this long died with its worker: let a retry take over.
+ABANDONED_AFTER = timedelta(minutes=10)
+REPLAYED_HEADERS = ("Content-Type", "Retry-After", "X-Gateway-Overhead-Ms")
+
+
+def _credential(request) -> str | None:
+    header = request.headers.get("Authorization") or ""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return hash_key(token.strip())
+
+
+def _fingerprint(request) -> str:
+    digest = hashlib.sha256()
+    digest.update(request.method.encode())
+    digest.update(b"\0" + request.path.removeprefix("/api/v1").removeprefix("/api").encode() + b"\0")
+    digest.update(request.body or b"")
+    return digest.hexdigest()
+
+
+def _error(status: int, detail, code: str | None = None) -> JsonResponse:
+    body = {"detail": detail}
+    if code:
+        body["code"] = code
+    return JsonResponse(body, status=status)
+
+
+def begin(request) -> tuple[IdempotencyRecord | None, HttpResponse | None]:
+    """Claim the key for this request, or return the response to send instead (replay/409/422)."""
+    key = request.headers.get(HEADER)
+    if len(key) > MAX_KEY_LENGTH:
+        return None, _error(
+            422,
+            [
+                {
+                    "loc": ["header", HEADER],
+                    "msg": f"ensure this value has at most {MAX_KEY_LENGTH} characters",
+                    "type": "value_error.any_str.max_length",
+                }
+            ],
+        )
+    credential = _credential(request)
+    if credential is None:
+        return None, None  # unauthenticated: the view answers 401, nothing to remember
+    fingerprint = _fingerprint(request)
+    now = timezone.now()
+    for _ in range(2):
+        try:
+            with transaction.atomic():
+                record = IdempotencyRecord.objects.create(
+                    credential=credential, key=key, fingerprint=fingerprint, expires_at=now + RETENTION
+                )
+            return record, None
+        except IntegrityError:
+            existing = IdempotencyRecord.objects.filter(credential=credential, key=key).first()
+            if existing is None:
+                continue  # deleted meanwhile (a failed first attempt): try to claim again
+        if existing.expires_at <= now or (
+            existing.status == IdempotencyStatus.IN_PROGRESS and existing.created_at < now - ABANDONED_AFTER
+        ):
+            IdempotencyRecord.objects.filter(pk=existing.pk, created_at=existing.created_at).delete()
+            continue
+        if existing.fingerprint != fingerprint:
+            return None, _error(422, "Idempotency-Key was used with a different request", "idempotency_mismatch")
+        if existing.status == IdempotencyStatus.IN_PROGRESS:
+            return None, _error(
+                409, "A request with this Idempotency-Key is still in progress", "idempotency_in_progress"
+            )
+        return None, _replay(existing)
+    return None, _error(409, "A request with this Idempotency-Key is still in progress", "idempotency_in_progress")
+
+
+def _replay(record: IdempotencyRecord) -> HttpResponse:
+    response = HttpResponse(bytes(record.response_body or b""), status=record.response_status)
+    for name, value in record.response_headers.items():
+        response[name] = value
+    response["Idempotent-Replayed"] = "true"
+    return response
+
+
+def finish(record: IdempotencyRecord, response: HttpResponse) -> None:
+    """Store a final response for replay; forget the key when the attempt may be retried."""
+    storable = not response.streaming and response.status_code < 500 and response.status_code not in (409, 429)
+    if not storable:
+        IdempotencyRecord.objects.filter(pk=record.pk).delete()
+        return
+    headers = {name: response[name] for name in REPLAYED_HEADERS if response.has_header(name)}
+    headers.update({name: value for name, value in response.items() if name.lower().startswith("x-ratelimit-")})
+    IdempotencyRecord.objects.filter(pk=record.pk).update(
+        status=IdempotencyStatus.COMPLETED,
+        response_status=response.status_code,
+        response_body=response.content,
+        response_headers=headers,
+    )
+
+
+def abandon(record: IdempotencyRecord) -> None:
+    IdempotencyRecord.objects.filter(pk=record.pk).delete()
+
+
+def purge_expired(*, now=None) -> int:
+    deleted, _ = IdempotencyRecord.objects.filter(expires_at__lt=now or timezone.now()).delete()
+    return deleted
+
+
+_begin_async = sync_to_async(begin, thread_sensitive=False)
+_finish_async = sync_to_async(finish, thread_sensitive=False)
+_abandon_async = sync_to_async(abandon, thread_sensitive=False)
+
+
+class IdempotencyMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    @staticmethod
+    def applies(request) -> bool:
+        # The streaming endpoint refuses the header itself (400); nothing is stored for it.
+        return request.method == "POST" and HEADER in request.headers and not request.path.endswith("/llm-call-stream")
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        if not self.applies(request):
+            return self.get_response(request)
+        record, early = begin(request)
+        if early is not None or record is None:
+            return early or self.get_response(request)
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            abandon(record)
+            raise
+        finish(record, response)
+        return response
+
+    async def __acall__(self, request):
+        if not self.applies(request):
+            return await self.get_response(request)
+        record, early = await _begin_async(request)
+        if early is not None or record is None:
+            return early or await self.get_response(request)
+        try:
+            response = await self.get_response(request)
+        except BaseException:
+            await _abandon_async(record)
+            raise
+        await _finish_async(record, response)
+        return response
