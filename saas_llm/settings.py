@@ -198,6 +198,7 @@ CELERY_BEAT_SCHEDULE = {
     "release-expired-reservations": {"task": "billing.release_expired_reservations", "schedule": 300.0},
     "expire-stale-jobs": {"task": "jobs.expire_stale_jobs", "schedule": 60.0},
     "purge-idempotency-keys": {"task": "tenants.purge_idempotency_keys", "schedule": 3600.0},
+    "sweep-webhook-deliveries": {"task": "tenants.sweep_webhook_deliveries", "schedule": 15.0},
 }
 
 # --- Product settings ------------------------------------------------------------------------
@@ -213,6 +214,11 @@ SAAS_LLM_COOLDOWN_S = env_int("SAAS_LLM_COOLDOWN", 30)
 
 # TPM admission counts the prompt plus max_tokens, or this when the client sent no max_tokens.
 SAAS_LLM_TPM_DEFAULT_MAX_TOKENS = env_int("SAAS_LLM_TPM_DEFAULT_MAX_TOKENS", 256)
+
+# Seconds to wait before each retry of a failed webhook delivery (8 attempts over ~24 h by default).
+SAAS_LLM_WEBHOOK_RETRY_SCHEDULE = [
+    float(value) for value in env_list("SAAS_LLM_WEBHOOK_RETRY_SCHEDULE", "30,120,600,1800,7200,21600,50400")
+]
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {

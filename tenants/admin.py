@@ -3,7 +3,16 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from tenants import services
-from tenants.models import ApiKey, Event, Organization, Team, TeamStatus
+from tenants.models import (
+    ApiKey,
+    DeliveryAttempt,
+    Event,
+    Organization,
+    Team,
+    TeamStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 
 @admin.register(Organization)
@@ -141,3 +150,61 @@ class EventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ("url", "team", "events", "created_at", "deleted_at")
+    list_filter = (("team", admin.RelatedOnlyFieldListFilter), "deleted_at")
+    search_fields = ("url", "team__id")
+    exclude = ("secret",)
+    readonly_fields = ("team", "created_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False  # registered through the API, which shows the signing secret once
+
+
+class DeliveryAttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    fields = ("number", "status_code", "error", "duration_ms", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "event_type",
+        "endpoint",
+        "status",
+        "attempts",
+        "last_status_code",
+        "next_attempt_at",
+        "delivered_at",
+    )
+    list_filter = ("status", ("endpoint__team", admin.RelatedOnlyFieldListFilter), "created_at")
+    search_fields = ("id", "event__id", "endpoint__url", "endpoint__team__id")
+    date_hierarchy = "created_at"
+    readonly_fields = [field.name for field in WebhookDelivery._meta.fields]
+    inlines = [DeliveryAttemptInline]
+    actions = ["redeliver"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="event")
+    def event_type(self, delivery: WebhookDelivery) -> str:
+        return delivery.event.type
+
+    @admin.action(description="Redeliver selected deliveries now")
+    def redeliver(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        from tenants import webhooks
+
+        for delivery in queryset:
+            webhooks.redeliver(delivery=delivery)
+        self.message_user(request, f"Queued {queryset.count()} delivery(ies) again.", messages.SUCCESS)

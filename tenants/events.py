@@ -23,4 +23,8 @@ def emit_event(*, team: Team, event_type: str, data: dict[str, Any], job_id: uui
     if job_id is not None:
         payload["job_id"] = str(job_id)
     payload.update({"team_id": team.id, "timestamp": timezone.now().isoformat().replace("+00:00", "Z"), "data": data})
-    return Event.objects.create(id=event_id, team=team, type=event_type, payload=payload)
+    event = Event.objects.create(id=event_id, team=team, type=event_type, payload=payload)
+    from tenants.webhooks import fan_out
+
+    fan_out(event)
+    return event

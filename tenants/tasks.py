@@ -1,8 +1,19 @@
 from celery import shared_task
 
 from saas_llm.idempotency import purge_expired
+from tenants import webhooks
 
 
 @shared_task(name="tenants.purge_idempotency_keys")
 def purge_idempotency_keys() -> int:
     return purge_expired()
+
+
+@shared_task(name="tenants.deliver_webhook", acks_late=True)
+def deliver_webhook(delivery_id: str) -> str | None:
+    return webhooks.attempt_delivery(delivery_id)
+
+
+@shared_task(name="tenants.sweep_webhook_deliveries")
+def sweep_webhook_deliveries() -> int:
+    return webhooks.sweep_due_deliveries()
