@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from saas_llm.fields import MetadataField, SlugIdField, StrictCharField, StrictIntegerField
@@ -21,6 +22,12 @@ FORWARDED_PARAMS = (
 )
 
 
+@extend_schema_field(
+    {
+        "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object", "additionalProperties": True}}],
+        "nullable": True,
+    }
+)
 class ContentField(serializers.Field):
     """A string, a list of content parts (objects), or null (assistant messages with tool calls)."""
 
@@ -37,6 +44,7 @@ class ContentField(serializers.Field):
         return value
 
 
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]})
 class StopField(serializers.Field):
     default_error_messages = {"invalid": "must be a string or a list of at most 4 strings"}
 
@@ -51,6 +59,14 @@ class StopField(serializers.Field):
         return value
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "enum": ["none", "auto", "required"]},
+            {"type": "object", "additionalProperties": True},
+        ]
+    }
+)
 class ToolChoiceField(serializers.Field):
     default_error_messages = {"invalid": "must be 'none', 'auto', 'required' or an object"}
 

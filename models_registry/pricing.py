@@ -4,9 +4,11 @@ A model without a known price is reported as unpriced (cost 0, flagged), never g
 """
 
 import functools
+import json
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 from billing import money
 
@@ -27,6 +29,17 @@ class Prices:
         }
 
 
+@functools.cache
+def bundled_price_keys() -> frozenset[str]:
+    """The models litellm ships prices for. Read from its bundled file, because a Router registers
+    price-less entries for every deployment in `litellm.model_cost` (an unknown model would then look
+    free instead of unpriced)."""
+    import litellm
+
+    path = Path(litellm.__file__).parent / "model_prices_and_context_window_backup.json"
+    return frozenset(json.loads(path.read_text()))
+
+
 @functools.lru_cache(maxsize=1024)
 def price_map_prices(litellm_model: str) -> Prices | None:
     """litellm's bundled price for a model string, or None when it has none."""
@@ -34,7 +47,9 @@ def price_map_prices(litellm_model: str) -> Prices | None:
 
     try:
         info = litellm.get_model_info(litellm_model)
-    except Exception:  # litellm raises a bare Exception for models it does not know
+    except Exception:  # litellm raises ModelNotMappedError for models it does not know
+        return None
+    if info.get("key") not in bundled_price_keys():
         return None
     prompt, completion = info.get("input_cost_per_token"), info.get("output_cost_per_token")
     if prompt is None or completion is None:

@@ -1,9 +1,9 @@
 """The litellm Router built from the registry, shared by every request of this process.
 
-Priority tiers become model groups: the lowest priority of an alias is the group named after the
-alias, higher tiers are `<alias>@p<N>` groups wired as litellm fallbacks, so the Router does all
-retries, load balancing (by weight within a tier), fallbacks and cooldowns. Registry writes bump
-RegistryVersion; each process checks it at most once per REGISTRY_CHECK_INTERVAL_S and rebuilds.
+Each alias is one litellm model group; a deployment's priority is litellm's `order` (lowest tier
+first, same tier load-balanced by weight), so the Router does all retries, fallbacks to the next
+tier and cooldowns. Registry writes bump RegistryVersion; each process checks it at most once per
+REGISTRY_CHECK_INTERVAL_S and swaps in the new model list (keeping the Router and its cooldowns).
 """
 
 import logging
@@ -35,73 +35,69 @@ class RegistryRouter:
     version: int
     router: object  # litellm.Router (imported lazily: litellm is slow to import)
     deployments: dict[str, DeploymentInfo] = field(default_factory=dict)
-    tiers: dict[str, list[str]] = field(default_factory=dict)
 
     def deployment(self, model_id: str | None) -> DeploymentInfo | None:
         return self.deployments.get(model_id or "")
 
 
-def tier_group(alias: str, priority: int, lowest: int) -> str:
-    return alias if priority == lowest else f"{alias}@p{priority}"
+def registry_model_list() -> tuple[list[dict], dict[str, DeploymentInfo]]:
+    """litellm model_list entries for every deployment of an active alias (sync: DB reads)."""
+    deployments = Deployment.objects.filter(alias__status=Status.ACTIVE).order_by(
+        "alias_id", "priority", "position", "id"
+    )
+    model_list, infos = [], {}
+    for item in deployments:
+        # Stable ids (the row's pk): litellm keys its per-deployment state and price map on them.
+        model_id = str(item.id)
+        params: dict = {
+            "model": item.litellm_model,
+            "order": item.priority,
+            "weight": item.weight,
+            "timeout": item.timeout_s,
+            "stream_timeout": item.timeout_s,
+        }
+        if item.api_base:
+            params["api_base"] = item.api_base
+        if item.api_key:
+            params["api_key"] = item.api_key  # `os.environ/NAME`: litellm resolves the reference itself
+        elif item.api_base:
+            params["api_key"] = "sk-no-key-required"  # OpenAI-compatible servers that need none
+        model_list.append({"model_name": item.alias_id, "litellm_params": params, "model_info": {"id": model_id}})
+        infos[model_id] = DeploymentInfo(
+            deployment_id=item.id,
+            alias=item.alias_id,
+            litellm_model=item.litellm_model,
+            priority=item.priority,
+            prices=resolve_prices(item.litellm_model, item.input_cost_per_token, item.output_cost_per_token),
+        )
+    return model_list, infos
 
 
-def build_router(version: int) -> RegistryRouter:
-    """Read the active registry and build a Router (sync: call it off the event loop)."""
+def build_router(version: int, previous: RegistryRouter | None = None) -> RegistryRouter:
+    """A Router for the registry at `version`; reuses `previous`'s Router (and its cooldowns) if any."""
     import litellm
     from litellm import Router
+    from litellm.types.router import RetryPolicy
 
-    deployments = list(
-        Deployment.objects.filter(alias__status=Status.ACTIVE)
-        .select_related("alias")
-        .order_by("alias_id", "priority", "position", "id")
-    )
-    model_list, infos, tiers = [], {}, {}
-    by_alias: dict[str, list[Deployment]] = {}
-    for deployment in deployments:
-        by_alias.setdefault(deployment.alias_id, []).append(deployment)
-    for alias, items in by_alias.items():
-        lowest = min(item.priority for item in items)
-        groups = sorted({item.priority for item in items})
-        tiers[alias] = [tier_group(alias, priority, lowest) for priority in groups]
-        for item in items:
-            model_id = str(item.id)
-            params: dict = {
-                "model": item.litellm_model,
-                "timeout": item.timeout_s,
-                "stream_timeout": item.timeout_s,
-                "weight": item.weight,
-            }
-            if item.api_base:
-                params["api_base"] = item.api_base
-            if item.api_key:
-                params["api_key"] = item.api_key  # `os.environ/NAME`: litellm resolves the reference itself
-            elif item.api_base:
-                params["api_key"] = "sk-no-key-required"  # OpenAI-compatible servers that need none
-            model_list.append(
-                {
-                    "model_name": tier_group(alias, item.priority, lowest),
-                    "litellm_params": params,
-                    "model_info": {"id": model_id},
-                }
-            )
-            infos[model_id] = DeploymentInfo(
-                deployment_id=item.id,
-                alias=alias,
-                litellm_model=item.litellm_model,
-                priority=item.priority,
-                prices=resolve_prices(item.litellm_model, item.input_cost_per_token, item.output_cost_per_token),
-            )
-    fallbacks = [{tiers_[0]: tiers_[1:]} for tiers_ in tiers.values() if len(tiers_) > 1]
+    model_list, infos = registry_model_list()
+    if previous is not None:
+        previous.router.set_model_list(model_list)
+        return RegistryRouter(version=version, router=previous.router, deployments=infos)
     litellm.suppress_debug_info = True
     router = Router(
         model_list=model_list,
-        fallbacks=fallbacks,
         num_retries=settings.SAAS_LLM_NUM_RETRIES,
         retry_after=0,
         allowed_fails=settings.SAAS_LLM_ALLOWED_FAILS,
         cooldown_time=settings.SAAS_LLM_COOLDOWN_S,
+        # A provider's 400 (bad parameters) goes back to the client: no retry, no fallback.
+        fallback_on_unsupported_params=False,
+        # A timed-out attempt is not retried on its tier (the next tier still is tried): litellm
+        # sleeps an exponential backoff (~0.5 s·2ⁿ + jitter) between retries of a lone deployment,
+        # which would push a timeout past the (retries + 1) × timeout_s + 1 s of SPEC §5.2.
+        retry_policy=RetryPolicy(TimeoutErrorRetries=0),
     )
-    return RegistryRouter(version=version, router=router, deployments=infos, tiers=tiers)
+    return RegistryRouter(version=version, router=router, deployments=infos)
 
 
 def current_version() -> int:
@@ -121,7 +117,7 @@ class RouterHolder:
             return self._current
         version = await sync_to_async(current_version, thread_sensitive=False)()
         if self._current is None or self._current.version != version:
-            self._current = await sync_to_async(build_router, thread_sensitive=False)(version)
+            self._current = await sync_to_async(build_router, thread_sensitive=False)(version, self._current)
             logger.info("litellm Router built for registry version %s", version)
         self._checked_at = time.monotonic()
         return self._current

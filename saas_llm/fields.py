@@ -8,6 +8,7 @@ from rest_framework import serializers
 from saas_llm.slugs import SLUG_MAX_LENGTH, SLUG_PATTERN
 
 METADATA_MAX_BYTES = 16 * 1024
+METADATA_MAX_DEPTH = 32
 
 
 class SlugIdField(serializers.RegexField):
@@ -29,6 +30,8 @@ class MetadataField(serializers.JSONField):
     default_error_messages = {
         "not_a_dict": "must be a JSON object",
         "too_large": f"must be at most {METADATA_MAX_BYTES} bytes when serialised",
+        "too_deep": f"must be nested at most {METADATA_MAX_DEPTH} levels deep",
+        "null_characters_not_allowed": "Null characters are not allowed.",
     }
 
     def __init__(self, **kwargs):
@@ -36,12 +39,38 @@ class MetadataField(serializers.JSONField):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
+        # Checked before any json.dumps: deep nesting would raise RecursionError (a 500), and
+        # Postgres' jsonb rejects NUL characters with an error instead of storing them.
+        problem = _json_problem(data)
+        if problem:
+            self.fail(problem)
         data = super().to_internal_value(data)
         if not isinstance(data, dict):
             self.fail("not_a_dict")
         if len(json.dumps(data, separators=(",", ":")).encode()) > METADATA_MAX_BYTES:
             self.fail("too_large")
         return data
+
+
+def _json_problem(data) -> str | None:
+    """The first reason a parsed JSON value cannot be stored as metadata (iterative: no recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            if depth > METADATA_MAX_DEPTH:
+                return "too_deep"
+            for key, item in value.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return "null_characters_not_allowed"
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            if depth > METADATA_MAX_DEPTH:
+                return "too_deep"
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str) and "\x00" in value:
+            return "null_characters_not_allowed"
+    return None
 
 
 class CreditsField(serializers.DecimalField):

@@ -15,3 +15,5 @@ class StrictJSONParser(JSONParser):
             return json.loads(stream.read().decode(encoding), parse_constant=lambda name: name)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ParseError(f"Malformed JSON: {exc}") from None
+        except RecursionError:
+            raise ParseError("Malformed JSON: nested too deeply") from None

@@ -182,7 +182,13 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["saas_llm.schema.drop_versioned_duplicates"],
     "SECURITY": [{"bearerAuth": []}],
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {
+        "TeamStatusEnum": "tenants.models.TeamStatus",
+        "RegistryStatusEnum": "models_registry.models.Status",
+        "JobStatusEnum": "jobs.models.JobStatus",
+        "JobCompletionStatusEnum": ["completed", "failed", "cancelled"],
+        "DeliveryStatusEnum": "tenants.models.DeliveryStatus",
+    },
 }
 
 # --- Celery (SPEC §2: eager when no broker is configured) ---------------------------------

@@ -165,3 +165,170 @@ def llm_team(db, chat_alias):
 @pytest.fixture
 def llm_other_team(db, chat_alias):
     return make_tenant("globex-eng", "globex", access_groups=["standard"], default_model="chat-fast")
+
+
+# --- streaming helpers (appended for the jobs / LLM-call tests) ----------------------------------
+
+
+@pytest.fixture
+def sse_post():
+    """POST to an SSE endpoint and read the whole body inside the request's own event loop.
+
+    Django's sync test client would drain an async stream from a second event loop, which breaks
+    litellm's upstream stream (it belongs to the loop that opened it); AsyncClient keeps one loop.
+    Returns (response, body bytes).
+    """
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    def post(key: str | None, path: str, body: Any, headers: dict | None = None):
+        async def run():
+            sent = {"Authorization": f"Bearer {key}"} if key else {}
+            sent.update(headers or {})
+            data = body if isinstance(body, str) else json.dumps(body)
+            response = await AsyncClient().post(path, data, content_type="application/json", headers=sent)
+            if response.streaming:
+                return response, b"".join([chunk async for chunk in response.streaming_content])
+            return response, response.content
+
+        return async_to_sync(run)()
+
+    return post
+
+
+def sse_events(body: bytes) -> list:
+    """The `data:` payloads of an SSE body, JSON-decoded (the `[DONE]` terminator stays a string)."""
+    assert body.endswith(b"\n\n"), body[-200:]
+    events = []
+    for block in body.split(b"\n\n")[:-1]:
+        assert block.startswith(b"data: "), block
+        payload = block[len(b"data: ") :]
+        events.append("[DONE]" if payload == b"[DONE]" else json.loads(payload))
+    return events
+
+
+# --- live gateway, database URL for subprocesses, webhook receiver (appended for rate limits,
+# --- idempotency and webhooks) -------------------------------------------------------------------
+
+
+def subprocess_database_url() -> str:
+    """The URL of the database the tests run against (the test DB), for server/worker subprocesses."""
+    from django.conf import settings
+    from django.db import connection
+
+    db = settings.DATABASES["default"]
+    if connection.vendor != "postgresql":
+        raise RuntimeError("subprocesses can only share a Postgres test database")
+    auth = db.get("USER") or ""
+    if db.get("PASSWORD"):
+        auth += f":{db['PASSWORD']}"
+    return f"postgres://{auth}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+def needs_postgres_and_redis():
+    from django.conf import settings
+    from django.db import connection
+
+    return pytest.mark.skipif(
+        connection.vendor != "postgresql" or not settings.REDIS_URL,
+        reason="several processes share state only through Postgres and Redis (CI sets both)",
+    )
+
+
+@pytest.fixture(scope="session")
+def live_gateway(django_db_setup, mock_upstream):
+    """`uvicorn --workers 2` serving the test database and Redis, for cross-process tests.
+
+    The server caches its litellm Router per registry version, and versions restart with every
+    flushed test database: tests call `fresh_registry_version()` after creating their aliases.
+    """
+    import sys
+
+    from django.conf import settings
+
+    from tests.live import ServerProcess
+
+    server = ServerProcess(
+        [sys.executable, "-m", "uvicorn", "saas_llm.asgi:application", "--host", "127.0.0.1", "--port", "{port}",
+         "--workers", "2", "--log-level", "info"],
+        env={
+            "SECRET_KEY": "live-rate-limit-tests-secret-key-0123456789",
+            "DEBUG": "0",
+            "DATABASE_URL": subprocess_database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "CELERY_BROKER_URL": settings.REDIS_URL,
+        },
+        timeout=90,
+    )
+    try:
+        import time
+
+        deadline = time.monotonic() + 90
+        while server.output().count("Application startup complete") < 2:  # both workers serve
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.1)
+        yield server
+    finally:
+        server.stop()
+
+
+_registry_versions = iter(range(10**9, 2 * 10**9))
+
+
+def fresh_registry_version() -> None:
+    """Give the registry a version no server process has cached a Router for."""
+    from models_registry.models import RegistryVersion
+
+    RegistryVersion.objects.update_or_create(pk=1, defaults={"version": next(_registry_versions)})
+
+
+class WebhookReceiver:
+    """A real HTTP endpoint on loopback that records every POST and answers with scripted statuses."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        receiver = self
+        self.requests: list[dict] = []
+        self.statuses: list[int] = []  # answered in order, then 200
+        self._cond = threading.Condition()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._cond:
+                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                    receiver.requests.append(
+                        {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+                    )
+                    receiver._cond.notify_all()
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[dict]:
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.requests) >= count, timeout=timeout)
+            return list(self.requests)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook_receiver():
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.stop()
