@@ -153,7 +153,7 @@ def reserve_for_job(*, team: Team, job_id: uuid.UUID) -> Reservation:
         return reservation
 
 
-def check_call_allowed(*, team: Team, job_id: uuid.UUID) -> None:
+def check_call_allowed(*, team: Team, job_id: uuid.UUID | None) -> None:
     """Usage modes: admit an LLM call only while the team's remaining credits, counting this job's
     accrued usage but not the rest of its hold, are > 0. Raises InsufficientCredits. No lock: a read."""
     if team.budget_mode == "job":

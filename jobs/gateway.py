@@ -20,7 +20,7 @@ from jobs.services import CallRecord
 from models_registry.errors import AliasNotFound, ModelNotAllowed, NoDefaultModel
 from models_registry.models import ModelAlias, Status
 from models_registry.pricing import price_call
-from models_registry.router import DeploymentInfo, RegistryRouter
+from models_registry.router import DeploymentInfo, RegistryRouter, router_holder
 from models_registry.selectors import team_may_use
 from saas_llm.errors import TeamSuspended
 from tenants import limits
@@ -217,3 +217,44 @@ def elapsed_ms(since: float) -> int:
 
 def cost_usd(nanos: int) -> float:
     return float(money.nanos_to_usd(nanos))
+
+
+async def call_provider(admitted: AdmittedCall) -> tuple[dict, float, CallRecord]:
+    """Call the provider through the Router and record the call (success or error)."""
+    registry = await router_holder.get()
+    started = time.perf_counter()
+    try:
+        response = await registry.router.acompletion(
+            model=admitted.alias, messages=admitted.messages, **admitted.params
+        )
+    except Exception as exc:
+        mapped = upstream_error(exc)
+        record = error_record(admitted, exc, mapped, latency_ms=elapsed_ms(started), stream=False)
+        await record_call_async(team=admitted.team, job_id=admitted.job.id, record=record)
+        raise mapped from None
+    provider_s = time.perf_counter() - started
+    info, fallbacks = served_by(registry, response)
+    prompt_tokens, completion_tokens = usage_of(response)
+    choice = response.choices[0]
+    message = choice.message
+    tool_calls = [call.model_dump() for call in message.tool_calls] if getattr(message, "tool_calls", None) else None
+    body_out: dict[str, Any] = {
+        "role": "assistant",
+        "content": message.content,
+        "finish_reason": normalise_finish_reason(choice.finish_reason),
+        "tool_calls": tool_calls,
+    }
+    record = priced_record(
+        admitted,
+        status=CallStatus.SUCCESS,
+        info=info,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        provider_response_id=response.id or "",
+        finish_reason=body_out["finish_reason"] or "",
+        latency_ms=int(provider_s * 1000),
+        fallbacks=fallbacks,
+        response_body=body_out if admitted.team.store_prompts else None,
+    )
+    await record_call_async(team=admitted.team, job_id=admitted.job.id, record=record)
+    return body_out, provider_s, record

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.http import StreamingHttpResponse
@@ -67,9 +68,18 @@ def chunk_payload(chunk: Any, alias: str) -> dict | None:
 
 
 async def start_stream(
-    admitted: gateway.AdmittedCall, admission: limits.Admission, *, received: float
+    admitted: gateway.AdmittedCall,
+    admission: limits.Admission,
+    *,
+    received: float,
+    include_usage: bool = True,
+    on_recorded: Callable[[gateway.CallRecord], Awaitable[None]] | None = None,
 ) -> StreamingHttpResponse:
-    """Open the upstream stream (provider errors before the first byte are JSON errors), then stream."""
+    """Open the upstream stream (provider errors before the first byte are JSON errors), then stream.
+
+    `include_usage=False` omits the final usage chunk (OpenAI's default); `on_recorded` runs once the
+    call row is written (the OpenAI-compatible route completes its single-call job there).
+    """
     registry = await router_holder.get()
     started = time.perf_counter()
     try:
@@ -82,17 +92,16 @@ async def start_stream(
         )
     except Exception as exc:
         mapped = gateway.upstream_error(exc)
-        await gateway.record_call_async(
-            team=admitted.team,
-            job_id=admitted.job.id,
-            record=gateway.error_record(admitted, exc, mapped, latency_ms=gateway.elapsed_ms(started), stream=True),
-        )
+        record = gateway.error_record(admitted, exc, mapped, latency_ms=gateway.elapsed_ms(started), stream=True)
+        await gateway.record_call_async(team=admitted.team, job_id=admitted.job.id, record=record)
         await limits.release(admission, actual_tokens=0)
+        if on_recorded is not None:
+            await on_recorded(record)
         mapped.headers.update(admission.headers)
         raise mapped from None
     info, fallbacks = gateway.served_by(registry, upstream)
     response = StreamingHttpResponse(
-        _events(admitted, admission, upstream, info, fallbacks, started),
+        _events(admitted, admission, upstream, info, fallbacks, started, include_usage, on_recorded),
         content_type="text/event-stream",
         headers={**SSE_HEADERS, **admission.headers},
     )
@@ -107,6 +116,8 @@ async def _events(
     info: Any,
     fallbacks: int,
     started: float,
+    include_usage: bool = True,
+    on_recorded: Callable[[gateway.CallRecord], Awaitable[None]] | None = None,
 ):
     alias = admitted.alias
     text: list[str] = []
@@ -151,7 +162,11 @@ async def _events(
         # Shielded: a cancelled request must still reach the books.
         await asyncio.shield(gateway.record_call_async(team=admitted.team, job_id=admitted.job.id, record=record))
         await limits.release(admission, actual_tokens=record.prompt_tokens + record.completion_tokens)
-    if outcome == CallStatus.SUCCESS:
+        if on_recorded is not None:
+            await asyncio.shield(on_recorded(record))
+    if outcome == CallStatus.SUCCESS and not include_usage:
+        pass
+    elif outcome == CallStatus.SUCCESS:
         prompt_tokens, completion_tokens = record.prompt_tokens, record.completion_tokens
         final: dict[str, Any] = {
             "id": response_id,

@@ -10,8 +10,6 @@ from rest_framework import serializers
 from jobs import gateway, streaming
 from jobs.errors import UpstreamError
 from jobs.llm_input import LLMCallIn, forwarded_params
-from jobs.models import CallStatus
-from models_registry.router import router_holder
 from saas_llm.api import validate_data
 from saas_llm.async_views import AsyncAPIView, json_body
 from saas_llm.errors import BadRequest
@@ -82,7 +80,7 @@ class LLMCallView(AsyncAPIView):
         admission = await gateway.admit_rate(admitted)
         actual_tokens = None
         try:
-            response, provider_s, record = await self._call(admitted)
+            response, provider_s, record = await gateway.call_provider(admitted)
             actual_tokens = record.prompt_tokens + record.completion_tokens
         except UpstreamError as exc:
             exc.headers.update(admission.headers)
@@ -109,48 +107,6 @@ class LLMCallView(AsyncAPIView):
             out[name] = value
         out["X-Gateway-Overhead-Ms"] = f"{(time.perf_counter() - received - provider_s) * 1000:.2f}"
         return out
-
-    async def _call(self, admitted: gateway.AdmittedCall) -> tuple[dict, float, gateway.CallRecord]:
-        """Call the provider through the Router and record the call (success or error)."""
-        registry = await router_holder.get()
-        started = time.perf_counter()
-        try:
-            response = await registry.router.acompletion(
-                model=admitted.alias, messages=admitted.messages, **admitted.params
-            )
-        except Exception as exc:
-            mapped = gateway.upstream_error(exc)
-            record = gateway.error_record(admitted, exc, mapped, latency_ms=gateway.elapsed_ms(started), stream=False)
-            await gateway.record_call_async(team=admitted.team, job_id=admitted.job.id, record=record)
-            raise mapped from None
-        provider_s = time.perf_counter() - started
-        info, fallbacks = gateway.served_by(registry, response)
-        prompt_tokens, completion_tokens = gateway.usage_of(response)
-        choice = response.choices[0]
-        message = choice.message
-        tool_calls = (
-            [call.model_dump() for call in message.tool_calls] if getattr(message, "tool_calls", None) else None
-        )
-        body_out: dict[str, Any] = {
-            "role": "assistant",
-            "content": message.content,
-            "finish_reason": gateway.normalise_finish_reason(choice.finish_reason),
-            "tool_calls": tool_calls,
-        }
-        record = gateway.priced_record(
-            admitted,
-            status=CallStatus.SUCCESS,
-            info=info,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            provider_response_id=response.id or "",
-            finish_reason=body_out["finish_reason"] or "",
-            latency_ms=int(provider_s * 1000),
-            fallbacks=fallbacks,
-            response_body=body_out if admitted.team.store_prompts else None,
-        )
-        await gateway.record_call_async(team=admitted.team, job_id=admitted.job.id, record=record)
-        return body_out, provider_s, record
 
 
 class LLMCallStreamView(AsyncAPIView):

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from jobs import openai_compat
 from saas_llm import api
 
 api_patterns = [
@@ -22,6 +23,9 @@ urlpatterns = [
     # Every /api/ route is also served at /api/v1/ (same handlers).
     path("api/v1/", include(api_patterns)),
     path("api/", include(api_patterns)),
+    # OpenAI-compatible surface for the official SDKs (base_url=http://host:8003/v1).
+    path("v1/chat/completions", openai_compat.ChatCompletionsView.as_view()),
+    path("v1/models", openai_compat.ModelsView.as_view()),
     # Anything else is a JSON 404, whatever DEBUG says.
     re_path(r"^(?!admin/|static/).*$", api.not_found),
 ]

@@ -1,0 +1,294 @@
+"""OpenAI-compatible routes (SPEC §5.2 beyond): POST /v1/chat/completions, GET /v1/models.
+
+The official `openai` SDK works unchanged against `base_url=http://host:8003/v1` with a virtual key.
+`X-Job-Id` attaches a call to an open job; without it the call runs as its own single-call job
+(`job_type: "chat.completions"`) that is completed — and charged — when the call ends. A request
+refused before the provider is called leaves no job, no reservation and no charge. Errors use
+OpenAI's shape `{"error": {"message", "type", "code", "param"}}` and status codes (validation → 400).
+"""
+
+import time
+import uuid
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, JsonResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+
+from billing import services as billing
+from jobs import gateway, services, streaming
+from jobs.errors import UpstreamError
+from jobs.llm_input import FORWARDED_PARAMS, MessageIn, NumberField, StopField, ToolChoiceField
+from jobs.models import CallStatus, JobStatus
+from models_registry.errors import AliasNotFound, ModelNotAllowed
+from models_registry.models import ModelAlias, Status
+from models_registry.selectors import list_allowed_aliases, team_may_use
+from saas_llm.api import validate_data
+from saas_llm.async_views import AsyncAPIView, json_body
+from saas_llm.errors import BadRequest, TeamSuspended, render_exception
+from saas_llm.fields import SlugIdField, StrictCharField, StrictIntegerField
+from tenants import limits
+from tenants.auth import Principal
+from tenants.models import Team
+from tenants.selectors import get_team
+
+OPENAI_PARAMS = (*FORWARDED_PARAMS, "max_completion_tokens", "parallel_tool_calls", "user")
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class StreamOptionsIn(serializers.Serializer):
+    include_usage = serializers.BooleanField(required=False, default=False)
+
+
+class ChatCompletionIn(serializers.Serializer):
+    model = SlugIdField()
+    messages = MessageIn(many=True, allow_empty=False, max_length=2048)
+    stream = serializers.BooleanField(required=False, default=False)
+    stream_options = StreamOptionsIn(required=False)
+    temperature = NumberField(required=False, min_value=0, max_value=2)
+    max_tokens = StrictIntegerField(required=False, min_value=1, max_value=1_000_000)
+    max_completion_tokens = StrictIntegerField(required=False, min_value=1, max_value=1_000_000)
+    top_p = NumberField(required=False, min_value=0, max_value=1)
+    stop = StopField(required=False, allow_null=True)
+    presence_penalty = NumberField(required=False, min_value=-2, max_value=2)
+    frequency_penalty = NumberField(required=False, min_value=-2, max_value=2)
+    seed = StrictIntegerField(required=False)
+    response_format = serializers.DictField(required=False)
+    tools = serializers.ListField(child=serializers.DictField(), required=False, max_length=128)
+    tool_choice = ToolChoiceField(required=False)
+    parallel_tool_calls = serializers.BooleanField(required=False)
+    user = StrictCharField(max_length=255, required=False)
+    n = StrictIntegerField(required=False, min_value=1, max_value=1)
+
+
+class ChatCompletionOut(serializers.Serializer):
+    id = serializers.CharField()
+    object = serializers.CharField()
+    created = serializers.IntegerField()
+    model = serializers.CharField()
+    choices = serializers.ListField(child=serializers.DictField())
+    usage = serializers.DictField()
+
+
+class ModelOut(serializers.Serializer):
+    id = serializers.CharField()
+    object = serializers.CharField()
+    created = serializers.IntegerField()
+    owned_by = serializers.CharField()
+
+
+class ModelListOut(serializers.Serializer):
+    object = serializers.CharField()
+    data = ModelOut(many=True)
+
+
+def openai_error(exc: Exception) -> JsonResponse:
+    status, body, headers = render_exception(exc)
+    detail = body.get("detail")
+    param = None
+    if isinstance(detail, list):  # validation: OpenAI answers 400 with the first problem
+        status = 400
+        first = detail[0] if detail else {}
+        param = ".".join(str(part) for part in first.get("loc", [])[1:]) or None
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        code = "invalid_request"
+    else:
+        message, code = str(detail), body.get("code")
+    if status == 401:
+        code = code or "invalid_api_key"
+    error_type = ERROR_TYPES.get(status, "api_error")
+    response = JsonResponse(
+        {"error": {"message": message, "type": error_type, "param": param, "code": code}}, status=status
+    )
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+def _acting_team(principal: Principal, request: HttpRequest) -> Team:
+    if principal.is_admin:
+        team_id = request.headers.get("X-Team-Id")
+        if not team_id:
+            raise BadRequest("Admin keys must name the team with the X-Team-Id header", code="team_required")
+        return get_team(team_id)
+    assert principal.team is not None
+    return principal.team
+
+
+def check_adhoc(*, team: Team, alias: str) -> None:
+    """The checks of a single-call job, before anything is written (no job if they fail)."""
+    if team.is_suspended:
+        raise TeamSuspended()
+    if not team_may_use(team.id, alias):
+        if not ModelAlias.objects.filter(name=alias).exclude(status=Status.INACTIVE).exists():
+            raise AliasNotFound(alias)
+        raise ModelNotAllowed(alias)
+
+
+def open_adhoc_job(*, team: Team, alias: str, messages: list, params: dict, user: str | None) -> gateway.AdmittedCall:
+    """Create the single-call job (reserving its credits) and admit the call on it."""
+    billing.check_call_allowed(team=team, job_id=None)  # before the job exists: a refusal leaves nothing
+    job = services.create_job(team=team, job_type="chat.completions", user_id=user)
+    services.mark_started(job=job)
+    return gateway.AdmittedCall(
+        team=team, job=job, alias=alias, purpose="", messages=messages, params=params, call_id=uuid.uuid4()
+    )
+
+
+def finish_adhoc_job(*, admitted: gateway.AdmittedCall, record: gateway.CallRecord) -> None:
+    status = JobStatus.COMPLETED if record.status in (CallStatus.SUCCESS, CallStatus.CANCELLED) else JobStatus.FAILED
+    services.complete_job(
+        team=admitted.team,
+        job_id=admitted.job.id,
+        status=status,
+        error_message=record.error or None if status == JobStatus.FAILED else None,
+    )
+
+
+check_adhoc_async = sync_to_async(check_adhoc, thread_sensitive=False)
+open_adhoc_job_async = sync_to_async(open_adhoc_job, thread_sensitive=False)
+finish_adhoc_job_async = sync_to_async(finish_adhoc_job, thread_sensitive=False)
+
+
+class ChatCompletionsView(AsyncAPIView):
+    def handle_error(self, exc: Exception):
+        return openai_error(exc)
+
+    @extend_schema(
+        operation_id="openai_chat_completions",
+        request=ChatCompletionIn,
+        parameters=[
+            OpenApiParameter("X-Job-Id", str, OpenApiParameter.HEADER, description="Attach the call to this open job."),
+            OpenApiParameter("X-Team-Id", str, OpenApiParameter.HEADER, description="Admin keys only: the team."),
+        ],
+        responses={
+            200: ChatCompletionOut,
+            (200, "text/event-stream"): OpenApiResponse(
+                response=str, description="chat.completion.chunk events, then [DONE]"
+            ),
+            400: OpenApiResponse(description="Invalid request"),
+            401: OpenApiResponse(description="Invalid API key"),
+            403: OpenApiResponse(description="Not allowed"),
+            404: OpenApiResponse(description="Unknown model or job"),
+            429: OpenApiResponse(description="Rate limited"),
+            502: OpenApiResponse(description="Provider failure"),
+            503: OpenApiResponse(description="No healthy deployment"),
+            504: OpenApiResponse(description="Provider timeout"),
+        },
+        tags=["openai"],
+    )
+    async def post(self, request: HttpRequest):
+        received = time.perf_counter()
+        data = validate_data(ChatCompletionIn, json_body(request), "body")
+        params = {name: data[name] for name in OPENAI_PARAMS if name in data}
+        stream = data.get("stream", False)
+        if stream and request.headers.get("Idempotency-Key"):
+            raise BadRequest(
+                "Idempotency-Key is not supported for streaming requests", code="idempotency_not_supported"
+            )
+        job_id = request.headers.get("X-Job-Id")
+        adhoc = not job_id
+        if job_id:
+            admitted = await gateway.admit_call_async(
+                principal=request.auth,
+                job_id=job_id,
+                alias=data["model"],
+                purpose="",
+                messages=data["messages"],
+                params=params,
+            )
+            admission = await gateway.admit_rate(admitted)
+        else:
+            team = await sync_to_async(_acting_team, thread_sensitive=False)(request.auth, request)
+            await check_adhoc_async(team=team, alias=data["model"])
+            probe = gateway.AdmittedCall(
+                team=team,
+                job=None,
+                alias=data["model"],
+                purpose="",
+                messages=data["messages"],
+                params=params,
+                call_id=uuid.uuid4(),
+            )
+            admission = await gateway.admit_rate(probe)
+            try:
+                admitted = await open_adhoc_job_async(
+                    team=team, alias=data["model"], messages=data["messages"], params=params, user=data.get("user")
+                )
+            except BaseException:
+                await limits.release(admission, actual_tokens=0)
+                raise
+        if stream:
+            include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
+
+            async def on_recorded(record: gateway.CallRecord) -> None:
+                if adhoc:
+                    await finish_adhoc_job_async(admitted=admitted, record=record)
+
+            response = await streaming.start_stream(
+                admitted, admission, received=received, include_usage=include_usage, on_recorded=on_recorded
+            )
+            response["X-Job-Id"] = str(admitted.job.id)
+            return response
+        actual_tokens = None
+        try:
+            body, provider_s, record = await gateway.call_provider(admitted)
+            actual_tokens = record.prompt_tokens + record.completion_tokens
+        except UpstreamError as exc:
+            exc.headers.update(admission.headers)
+            if adhoc:
+                await finish_adhoc_job_async(
+                    admitted=admitted,
+                    record=gateway.CallRecord(model_alias=admitted.alias, status=CallStatus.ERROR, error=exc.detail),
+                )
+            raise
+        finally:
+            await limits.release(admission, actual_tokens=actual_tokens)
+        if adhoc:
+            await finish_adhoc_job_async(admitted=admitted, record=record)
+        message: dict[str, Any] = {"role": "assistant", "content": body["content"]}
+        if body.get("tool_calls"):
+            message["tool_calls"] = body["tool_calls"]
+        payload = {
+            "id": record.provider_response_id or f"chatcmpl-{record.call_id.hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": admitted.alias,
+            "choices": [{"index": 0, "message": message, "finish_reason": body["finish_reason"], "logprobs": None}],
+            "usage": {
+                "prompt_tokens": record.prompt_tokens,
+                "completion_tokens": record.completion_tokens,
+                "total_tokens": record.prompt_tokens + record.completion_tokens,
+            },
+        }
+        out = JsonResponse(payload)
+        for name, value in admission.headers.items():
+            out[name] = value
+        out["X-Job-Id"] = str(admitted.job.id)
+        out["X-Call-Id"] = str(record.call_id)
+        out["X-Gateway-Overhead-Ms"] = f"{(time.perf_counter() - received - provider_s) * 1000:.2f}"
+        return out
+
+
+class ModelsView(AsyncAPIView):
+    def handle_error(self, exc: Exception):
+        return openai_error(exc)
+
+    @extend_schema(operation_id="openai_models_list", responses={200: ModelListOut}, tags=["openai"])
+    async def get(self, request: HttpRequest):
+        team = await sync_to_async(_acting_team, thread_sensitive=False)(request.auth, request)
+        aliases = await sync_to_async(lambda: list(list_allowed_aliases(team.id)), thread_sensitive=False)()
+        data = [
+            {"id": alias.name, "object": "model", "created": int(alias.created_at.timestamp()), "owned_by": "saas-llm"}
+            for alias in aliases
+        ]
+        return JsonResponse({"object": "list", "data": data})
