@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from jobs import openai_compat
+from jobs import insights, openai_compat
 from saas_llm import api
 
 api_patterns = [
@@ -19,6 +19,7 @@ urlpatterns = [
     ),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[])),
     path("redoc", SpectacularRedocView.as_view(url_name="schema", authentication_classes=[], permission_classes=[])),
+    path("admin/insights/", insights.insights, name="admin-insights"),
     path("admin/", admin.site.urls),
     # Every /api/ route is also served at /api/v1/ (same handlers).
     path("api/v1/", include(api_patterns)),
