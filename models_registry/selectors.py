@@ -1,11 +1,18 @@
+import re
+
 from django.db.models import QuerySet
 
 from models_registry.errors import AccessGroupNotFound, AliasNotFound
 from models_registry.models import AccessGroup, ModelAlias, Status
+from saas_llm.slugs import SLUG_PATTERN
+
+# Names are slugs: anything else cannot exist and must not reach the database (Postgres rejects a
+# NUL byte in a query parameter with an error, a 500 for bad input).
+_is_slug = re.compile(SLUG_PATTERN).fullmatch
 
 
 def get_alias(name: str) -> ModelAlias:
-    alias = ModelAlias.objects.filter(name=name).first()
+    alias = ModelAlias.objects.filter(name=name).first() if _is_slug(name) else None
     if alias is None:
         raise AliasNotFound(name)
     return alias
@@ -29,14 +36,18 @@ def get_aliases(names: list[str]) -> list[ModelAlias]:
 
 
 def get_access_group(name: str) -> AccessGroup:
-    group = AccessGroup.objects.prefetch_related("aliases").filter(name=name).first()
+    group = AccessGroup.objects.prefetch_related("aliases").filter(name=name).first() if _is_slug(name) else None
     if group is None:
         raise AccessGroupNotFound(name)
     return group
 
 
 def get_alias_with_deployments(name: str) -> ModelAlias:
-    alias = ModelAlias.objects.prefetch_related("deployments", "access_groups").filter(name=name).first()
+    alias = (
+        ModelAlias.objects.prefetch_related("deployments", "access_groups").filter(name=name).first()
+        if _is_slug(name)
+        else None
+    )
     if alias is None:
         raise AliasNotFound(name)
     return alias

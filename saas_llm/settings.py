@@ -181,7 +181,6 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["saas_llm.schema.drop_versioned_duplicates"],
-    "SECURITY": [{"bearerAuth": []}],
     "ENUM_NAME_OVERRIDES": {
         "TeamStatusEnum": "tenants.models.TeamStatus",
         "RegistryStatusEnum": "models_registry.models.Status",

@@ -121,11 +121,23 @@ class ApiKeyAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     # The hash is never shown: it is not a key and nothing can be done with it here.
     fields = ("prefix", "name", "team", "created_at", "last_used_at", "expires_at", "revoked_at")
-    readonly_fields = ("prefix", "team", "created_at", "last_used_at", "revoked_at")
     actions = ["revoke"]
 
-    def has_add_permission(self, request) -> bool:
-        return False  # keys are created from a team (action) or manage.py, so the raw key can be shown once
+    def get_fields(self, request, obj=None):
+        # Adding: leave the team empty for an admin key; the key itself is shown once, in a message.
+        return ("name", "team", "expires_at") if obj is None else self.fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else ("prefix", "team", "created_at", "last_used_at", "revoked_at")
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        key, raw_key = services.issue_key(team=obj.team, name=obj.name, expires_at=obj.expires_at)
+        obj.pk, obj.key_hash, obj.prefix, obj.created_at = key.pk, key.key_hash, key.prefix, key.created_at
+        obj._state.adding = False
+        kind = "admin key" if key.is_admin else f"key for team {key.team_id}"
+        self.message_user(request, f"New {kind} (copy it now, it is shown only once): {raw_key}", messages.WARNING)
 
     @admin.display(boolean=True, description="admin")
     def is_admin(self, key: ApiKey) -> bool:

@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 WINDOW_S = 60.0
 # An in-flight slot whose release was lost (killed worker) frees itself after this long.
 SLOT_TTL_S = 900.0
+# Redis down (connection refused) fails open at once; a hung Redis after this long.
+REDIS_TIMEOUT_S = 2.0
+REDIS_POOL_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,17 @@ class RedisLimiter:
         loop_id = id(asyncio.get_running_loop())
         client = self._clients.get(loop_id)
         if client is None:
-            client = aioredis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+            # A small bounded pool: each admission is one short script, so a few connections serve any
+            # burst. One new connection per concurrent call (the default pool) timed out connecting
+            # under load and failed open exactly when the limit mattered.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=REDIS_POOL_SIZE,
+                timeout=REDIS_TIMEOUT_S,
+                socket_timeout=REDIS_TIMEOUT_S,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+            )
+            client = aioredis.Redis(connection_pool=pool)
             client.admit_script = client.register_script(LUA_ADMIT)
             client.release_script = client.register_script(LUA_RELEASE)
             self._clients[loop_id] = client

@@ -108,8 +108,27 @@ def test_api_key_change_page_never_shows_the_hash(staff, acme):
     assert key.key_hash not in html
 
 
-def test_keys_cannot_be_added_directly(staff, acme):
-    assert staff.get("/admin/tenants/apikey/add/").status_code == 403
+def test_admin_key_created_in_the_console_is_shown_once_and_works(staff, acme):
+    response = staff.post(
+        "/admin/tenants/apikey/add/", {"name": "ops", "team": "", "expires_at_0": "", "expires_at_1": ""}, follow=True
+    )
+    assert response.status_code == 200
+    messages = [str(message) for message in response.context["messages"]]
+    raw = next(message.split(": ")[-1] for message in messages if "shown only once" in message)
+    key = ApiKey.objects.get(name="ops")
+    assert key.team is None and key.key_hash == hash_key(raw) and raw not in key.key_hash
+    # The new admin key really acts as one.
+    assert staff.get("/admin/tenants/apikey/").status_code == 200
+    from tests.conftest import Api
+
+    assert Api(Client(), raw).get("/api/organizations/acme").status_code == 200
+
+
+def test_team_key_created_in_the_console_is_bound_to_its_team(staff, acme):
+    staff.post(
+        "/admin/tenants/apikey/add/", {"name": "bot", "team": "acme-corp", "expires_at_0": "", "expires_at_1": ""}
+    )
+    assert ApiKey.objects.get(name="bot").team_id == "acme-corp"
 
 
 def test_suspend_and_resume_actions(staff, acme, globex):
@@ -178,7 +197,12 @@ def test_add_credits_action_writes_the_ledger_with_the_staff_actor(staff, acme):
     )
     assert response.status_code == 200
     entry = LedgerEntry.objects.filter(team=acme.team).order_by("-id").first()
-    assert (entry.kind, entry.amount_units, entry.reason, entry.actor) == ("purchase", 255_000, "invoice 42", "staff:root")
+    assert (entry.kind, entry.amount_units, entry.reason, entry.actor) == (
+        "purchase",
+        255_000,
+        "invoice 42",
+        "staff:root",
+    )
     assert CreditAccount.objects.get(team=acme.team).balance_units == 1_255_000
 
 

@@ -89,7 +89,9 @@ def test_health_over_http(live):
 
 def test_authenticated_round_trip_over_http(live):
     client, auth = live["client"], {"Authorization": f"Bearer {live['admin_key']}"}
-    created = client.post("/api/organizations/create", json={"organization_id": "live-org", "name": "Live"}, headers=auth)
+    created = client.post(
+        "/api/organizations/create", json={"organization_id": "live-org", "name": "Live"}, headers=auth
+    )
     assert created.status_code == 201, created.text
     assert created.json()["organization_id"] == "live-org"
 

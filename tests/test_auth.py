@@ -202,7 +202,9 @@ def test_key_is_never_stored_in_plain_text(admin):
 
 
 def _key_updates(queries) -> list[str]:
-    return [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("UPDATE") and "tenants_apikey" in q["sql"]]
+    return [
+        q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("UPDATE") and "tenants_apikey" in q["sql"]
+    ]
 
 
 def test_last_used_at_is_written_once_per_interval(acme, settings):

@@ -86,7 +86,11 @@ UNKNOWN_ROUTES = [
 @pytest.mark.parametrize(
     ("method", "path"),
     [("get", path) for path in UNKNOWN_ROUTES]
-    + [(method, path) for method in ("post", "put", "patch", "delete") for path in ("/nope", "/api/nope", "/api/v1/x/y")],
+    + [
+        (method, path)
+        for method in ("post", "put", "patch", "delete")
+        for path in ("/nope", "/api/nope", "/api/v1/x/y")
+    ],
 )
 def test_unknown_route_is_json_404(admin, path, method):
     # A real client has no CSRF cookie: the catch-all must not answer with Django's HTML 403 page.
@@ -151,7 +155,10 @@ def test_malformed_json_is_400(admin, acme, method, path, raw):
 @pytest.mark.parametrize(
     ("method", "path", "content_type"),
     [(*endpoint, "text/plain") for endpoint in WRITE_ENDPOINTS]
-    + [("post", "/api/teams/create", "application/x-www-form-urlencoded"), ("put", "/api/teams/acme-corp", "application/xml")],
+    + [
+        ("post", "/api/teams/create", "application/x-www-form-urlencoded"),
+        ("put", "/api/teams/acme-corp", "application/xml"),
+    ],
 )
 def test_wrong_content_type_is_400(admin, acme, method, path, content_type):
     response = getattr(admin.client, method)(
@@ -174,7 +181,9 @@ def test_json_body_that_is_not_an_object_is_422(admin, acme, method, path, body)
         path, body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {admin.key}"
     )
     assert response.status_code == 422
-    assert response.json() == {"detail": [{"loc": ["body"], "msg": "value is not a valid dict", "type": "type_error.dict"}]}
+    assert response.json() == {
+        "detail": [{"loc": ["body"], "msg": "value is not a valid dict", "type": "type_error.dict"}]
+    }
 
 
 @pytest.mark.parametrize(
@@ -355,4 +364,3 @@ def test_json_is_utf8(admin):
     assert response.status_code == 201
     assert json.loads(response.content.decode("utf-8"))["name"] == name
     assert Organization.objects.get(id="uni").name == name
-

@@ -55,9 +55,7 @@ def test_naive_expiry_is_read_as_utc(admin, acme):
     response = admin.post("/api/teams/acme-corp/keys", {"name": "naive", "expires_at": "2031-05-06T07:08:09"})
     assert response.status_code == 201
     assert response.json()["expires_at"] == "2031-05-06T07:08:09Z"
-    assert ApiKey.objects.get(id=response.json()["key_id"]).expires_at == datetime(
-        2031, 5, 6, 7, 8, 9, tzinfo=UTC
-    )
+    assert ApiKey.objects.get(id=response.json()["key_id"]).expires_at == datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
 
 
 def test_key_stops_working_when_it_expires(admin, acme):

@@ -177,7 +177,11 @@ def test_malformed_json_on_create_is_400(admin):
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("post", "/api/organizations/create"), ("get", "/api/organizations/acme"), ("get", "/api/organizations/acme/teams")],
+    [
+        ("post", "/api/organizations/create"),
+        ("get", "/api/organizations/acme"),
+        ("get", "/api/organizations/acme/teams"),
+    ],
 )
 def test_organization_endpoints_are_admin_only(acme, anon, method, path):
     body = {"organization_id": "sneaky", "name": "Sneaky"}

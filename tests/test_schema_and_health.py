@@ -116,11 +116,6 @@ def test_redoc_page_loads_its_bundle_locally(anon):
         assert anon.client.get(url).status_code == 200, url
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: drf-spectacular's redoc.html links Google Fonts (fonts.googleapis.com); "
-    "needs a templates/drf_spectacular/redoc.html override without the font links",
-)
 def test_redoc_page_references_no_external_host(anon):
     html = anon.get("/redoc").content.decode()
     assert not EXTERNAL_URL.search(html), EXTERNAL_URL.search(html)

@@ -215,16 +215,29 @@ def live(mock_upstream, tmp_path_factory):
     env = {"SECRET_KEY": "live-test-secret", "DATABASE_URL": f"sqlite:///{db_path}", "DEBUG": "0", "REDIS_URL": ""}
     full_env = {**os.environ, **env}
     mock_port = mock_upstream.url.rsplit(":", 1)[1]
-    for command in (["migrate", "--noinput"], ["seed_demo", "--mock-port", mock_port, "--keys-file", str(keys_file)]):
-        subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=full_env, check=True, capture_output=True)
-    keys = json.loads(keys_file.read_text())
-    server = ServerProcess(
-        [sys.executable, "-m", "uvicorn", "saas_llm.asgi:application", "--port", "{port}", "--log-level", "warning"],
-        env=env,
-        timeout=60,
+    seed = (
+        "from django.core.management import call_command; call_command('migrate', verbosity=0); "
+        f"call_command('seed_demo', mock_port={mock_port}, keys_file={str(keys_file)!r})"
     )
-    yield LiveGateway(server.url, db_path, keys["admin_key"], keys["team_key"])
-    server.stop()
+    # Migrate and seed while uvicorn boots (its /health needs no table); both take seconds.
+    seeding = subprocess.Popen(
+        [sys.executable, "manage.py", "shell", "-c", seed], cwd=ROOT, env=full_env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        server = ServerProcess(
+            [sys.executable, "-m", "uvicorn", "saas_llm.asgi:application", "--port", "{port}", "--log-level", "warning"],
+            env=env,
+            timeout=60,
+        )
+    finally:
+        output, _ = seeding.communicate(timeout=120)
+    try:
+        assert seeding.returncode == 0, output.decode(errors="replace")
+        keys = json.loads(keys_file.read_text())
+        yield LiveGateway(server.url, db_path, keys["admin_key"], keys["team_key"])
+    finally:
+        server.stop()
 
 
 def wait_for_call(live: LiveGateway, job_id: str, timeout: float = 10.0) -> dict:

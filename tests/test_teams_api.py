@@ -195,7 +195,7 @@ def test_create_team_minimal_uses_documented_defaults(admin, acme):
         ("status", "suspended", "extra_forbidden"),
     ],
 )
-def test_create_team_validation(admin, acme, registry, field, value, type_):
+def test_create_team_validation(admin, acme, field, value, type_):
     before = _team_count_and_keys()
     body = {"team_id": "acme-new", "organization_id": "acme", field: value}
     response = admin.post("/api/teams/create", body)
@@ -212,7 +212,9 @@ def test_create_team_missing_required_field(admin, acme, missing):
     del body[missing]
     response = admin.post("/api/teams/create", body)
     assert response.status_code == 422
-    assert response.json() == {"detail": [{"loc": ["body", missing], "msg": "field required", "type": "value_error.missing"}]}
+    assert response.json() == {
+        "detail": [{"loc": ["body", missing], "msg": "field required", "type": "value_error.missing"}]
+    }
 
 
 @pytest.mark.parametrize(
@@ -342,7 +344,9 @@ def test_update_is_partial(admin, acme, registry, method):
 
 
 def test_update_can_clear_nullable_fields(admin, acme, registry):
-    Team.objects.filter(id="acme-corp").update(rpm_limit=5, low_balance_threshold=Decimal("3"), default_model_id="chat-fast")
+    Team.objects.filter(id="acme-corp").update(
+        rpm_limit=5, low_balance_threshold=Decimal("3"), default_model_id="chat-fast"
+    )
     acme.team.access_groups.set([registry["basic"]])
     response = admin.put(
         "/api/teams/acme-corp",
@@ -418,7 +422,10 @@ def test_update_unknown_team_is_404(admin):
 
 def test_update_malformed_json_is_400(admin, acme):
     response = admin.client.put(
-        "/api/teams/acme-corp", "{rpm_limit: 1}", content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {admin.key}"
+        "/api/teams/acme-corp",
+        "{rpm_limit: 1}",
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {admin.key}",
     )
     assert response.status_code == 400
     assert Team.objects.get(id="acme-corp").rpm_limit is None
