@@ -15,6 +15,7 @@ from typing import Any
 from django.http import StreamingHttpResponse
 
 from jobs import gateway
+from jobs.errors import UpstreamError
 from jobs.models import CallStatus
 from models_registry.router import router_holder
 from tenants import limits
@@ -187,7 +188,7 @@ async def _events(
             final["resolved_model"] = record.resolved_model
         yield sse(final)
     else:
-        mapped = gateway.upstream_error(error) if error else None
+        mapped = mid_stream_error(error) if error else None
         yield sse(
             {
                 "error": {
@@ -220,7 +221,7 @@ def _record(
             "finish_reason": finish_reason or None,
         }
     if outcome == CallStatus.ERROR:
-        mapped = gateway.upstream_error(error)
+        mapped = mid_stream_error(error)
         fields["error"] = f"{type(error).__name__}: {str(error)[:2000]}"
         fields["error_code"] = mapped.code or ""
     elif outcome == CallStatus.CANCELLED:
@@ -229,6 +230,14 @@ def _record(
     return gateway.priced_record(
         admitted, status=outcome, info=info, prompt_tokens=usage[0], completion_tokens=usage[1], **fields
     )
+
+
+def mid_stream_error(error: Exception) -> UpstreamError:
+    mapped = gateway.upstream_error(error)
+    if mapped.status_code == 503:
+        # The provider answered, then broke off: a bad response (502), not an unavailable one.
+        return UpstreamError(502, "The provider stream failed", "upstream_error")
+    return mapped
 
 
 def _count_tokens(admitted: gateway.AdmittedCall, info: Any, completion_text: str) -> tuple[int, int]:

@@ -10,5 +10,8 @@ from saas_llm.checks import refuse_insecure_secret_key  # noqa: E402
 
 refuse_insecure_secret_key()
 
-# Import litellm at boot (it takes seconds), not inside the first LLM call.
-import litellm  # noqa: E402, F401
+# Load litellm at boot, not inside the first LLM call: importing it, its Router and its tokenizer
+# takes seconds of CPU that would otherwise block the event loop of the first request.
+from saas_llm.warmup import warm_up_litellm  # noqa: E402
+
+warm_up_litellm()
