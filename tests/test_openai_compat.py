@@ -35,6 +35,8 @@ class Gateway:
     admin_key: str
     team_key: str
     limited_key: str
+    broke_key: str
+    idle_key: str
     http: httpx.Client
     mock: object  # tests.live.MockControl
 
@@ -133,18 +135,38 @@ def gw(tmp_path_factory, mock_upstream):
                 "alias_name": "chat-premium",
                 "deployments": [{"litellm_model": "openai/mock-model", "api_base": upstream}],
             }, 201)  # fmt: skip
-            setup("POST", "/api/model-access-groups/create", {"group_name": "premium", "model_aliases": ["chat-premium"]}, 201)
+            setup(
+                "POST",
+                "/api/model-access-groups/create",
+                {"group_name": "premium", "model_aliases": ["chat-premium"]},
+                201,
+            )
             # A second team of the demo organization, for the rate limit (so acme-corp stays unlimited).
             limited = setup("POST", "/api/teams/create", {
                 "team_id": LIMITED_TEAM, "organization_id": "acme", "access_groups": ["standard"],
                 "default_model": "chat-fast", "credits_allocated": 10,
             }, 201)  # fmt: skip
             setup("PUT", f"/api/teams/{LIMITED_TEAM}", {"rpm_limit": 1}, 200)
+            # Its stream is cut by the provider half-way.
+            setup("POST", "/api/model-aliases/create", {
+                "alias_name": "chat-cut", "access_groups": ["standard"],
+                "deployments": [{"litellm_model": "openai/mock-cut", "api_base": upstream, "timeout_s": 5}],
+            }, 201)  # fmt: skip
+            # Teams refused before the provider for their own reasons: no credits, suspended.
+            broke = setup("POST", "/api/teams/create", {
+                "team_id": "acme-broke", "organization_id": "acme", "access_groups": ["standard"], "credits_allocated": 0,
+            }, 201)  # fmt: skip
+            idle = setup("POST", "/api/teams/create", {
+                "team_id": "acme-idle", "organization_id": "acme", "access_groups": ["standard"], "credits_allocated": 5,
+            }, 201)  # fmt: skip
+            setup("POST", "/api/teams/acme-idle/suspend", {}, 200)
             yield Gateway(
                 url=server.url,
                 admin_key=keys["admin_key"],
                 team_key=keys["team_key"],
                 limited_key=limited["virtual_key"],
+                broke_key=broke["virtual_key"],
+                idle_key=idle["virtual_key"],
                 http=http,
                 mock=mock_upstream,
             )
@@ -357,7 +379,7 @@ def test_models_lists_the_teams_allowed_aliases(gw):
     models = gw.client().models.list()
     ids = [model.id for model in models.data]
     # chat-retired is in `standard` but inactive; chat-premium is active but in a group the team lacks.
-    assert sorted(ids) == ["chat-broken", "chat-fast"]
+    assert sorted(ids) == ["chat-broken", "chat-cut", "chat-fast"]
     assert all(model.object == "model" and model.owned_by and model.created > 0 for model in models.data)
 
 
@@ -411,10 +433,22 @@ def test_refused_requests_use_openai_errors_and_leave_no_job_or_charge(
         assert exc.param == next(iter(set(body) - {"model"}))
     if status == 401:
         assert exc.type == "authentication_error"
+        assert exc.response.headers["www-authenticate"].startswith("Bearer")
     if status == 403:
         assert exc.type == "permission_error"
     assert gw.books() == (jobs_before, balance_before)
     assert gw.mock.requests == requests_before  # the provider was never called
+
+
+def test_stream_refuses_an_idempotency_key(gw):
+    jobs_before, balance_before = gw.books()
+    with pytest.raises(openai.BadRequestError) as caught:
+        gw.client().chat.completions.create(
+            model="chat-fast", messages=_user(), stream=True, extra_headers={"Idempotency-Key": "stream-1"}
+        )
+    assert caught.value.status_code == 400
+    assert set(caught.value.response.json()) == {"error"}
+    assert gw.books() == (jobs_before, balance_before)
 
 
 def test_rate_limited_request_is_a_429_and_leaves_no_job_or_charge(gw):
@@ -439,11 +473,13 @@ def test_rate_limited_request_is_a_429_and_leaves_no_job_or_charge(gw):
     assert gw.mock.requests == requests_before
 
 
-def test_provider_failure_is_a_502_and_leaves_a_failed_uncharged_job(gw):
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_provider_failure_is_a_502_and_leaves_a_failed_uncharged_job(gw, stream):
     jobs_before, balance_before = gw.books()
+    failed_before = {job["job_id"] for job in gw.jobs()["results"] if job["status"] == "failed"}
 
     with pytest.raises(openai.InternalServerError) as caught:
-        gw.client().chat.completions.create(model="chat-broken", messages=_user())
+        gw.client().chat.completions.create(model="chat-broken", messages=_user(), stream=stream)
 
     exc = caught.value
     assert exc.status_code == 502
@@ -451,17 +487,59 @@ def test_provider_failure_is_a_502_and_leaves_a_failed_uncharged_job(gw):
     assert exc.code == "upstream_error"
     listing = gw.jobs()
     assert listing["count"] == jobs_before + 1
-    failed = [job for job in listing["results"] if job["status"] == "failed" and job["models_used"] == ["chat-broken"]]
+    failed = [job for job in listing["results"] if job["status"] == "failed" and job["job_id"] not in failed_before]
     assert len(failed) == 1
-    job = gw.job(failed[0]["job_id"])
+    _assert_failed_uncharged(gw.job(failed[0]["job_id"]), "chat-broken")
+    _assert_nothing_charged(gw.balance(), balance_before)
+
+
+def test_stream_cut_by_the_provider_fails_the_job_without_charge(gw):
+    jobs_before, balance_before = gw.books()
+    raw = gw.client().chat.completions.with_raw_response.create(model="chat-cut", messages=_user(), stream=True)
+    job_id = raw.headers["x-job-id"]
+    received = []
+    with pytest.raises(openai.APIError) as caught:  # the SSE error event, after the first chunks
+        for chunk in raw.parse():
+            received.extend(choice.delta.content or "" for choice in chunk.choices)
+    assert "".join(received) and ANSWER.startswith("".join(received)) and "".join(received) != ANSWER
+    assert caught.value.message
+
+    assert gw.jobs()["count"] == jobs_before + 1
+    _assert_failed_uncharged(gw.job(job_id), "chat-cut")
+    _assert_nothing_charged(gw.balance(), balance_before)
+
+
+def _assert_failed_uncharged(job: dict, alias: str) -> None:
+    assert job["status"] == "failed"
     assert job["job_type"] == "chat.completions"
+    assert job["models_used"] == [alias]
     assert job["credits_charged"] == 0
     assert (job["total_calls"], job["failed_calls"], job["successful_calls"]) == (1, 1, 0)
     assert job["completed_at"] is not None
-    balance_after = gw.balance()
-    assert balance_after["credits_used"] == balance_before["credits_used"]
-    assert balance_after["credits_remaining"] == balance_before["credits_remaining"]  # reservation released
-    assert balance_after["credits_reserved"] == balance_before["credits_reserved"]
+
+
+def _assert_nothing_charged(after: dict, before: dict) -> None:
+    assert after["credits_used"] == before["credits_used"]
+    assert after["credits_reserved"] == before["credits_reserved"]  # the reservation was released
+    assert after["credits_remaining"] == before["credits_remaining"]
+
+
+@pytest.mark.parametrize(("team_key", "code"), [("broke_key", "insufficient_credits"), ("idle_key", "team_suspended")])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_team_refused_before_the_provider_leaves_no_job(gw, team_key, code, stream):
+    key = getattr(gw, team_key)
+    jobs_before, balance_before = gw.books(key)
+    requests_before = gw.mock.requests
+
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        gw.client(key=key).chat.completions.create(model="chat-fast", messages=_user(), stream=stream)
+
+    assert caught.value.status_code == 403
+    assert caught.value.code == code
+    assert caught.value.type == "permission_error"
+    assert gw.books(key) == (jobs_before, balance_before)
+    assert jobs_before == 0
+    assert gw.mock.requests == requests_before
 
 
 def test_admin_key_must_name_the_team(gw):
