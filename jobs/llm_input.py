@@ -22,6 +22,15 @@ FORWARDED_PARAMS = (
 )
 
 
+def _valid_part(part: Any) -> bool:
+    """An OpenAI content part: {"type": "text", "text": "…"} or another typed part carrying its payload."""
+    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        return False
+    if part["type"] == "text":
+        return isinstance(part.get("text"), str)
+    return part["type"] in part  # e.g. {"type": "image_url", "image_url": {...}}
+
+
 @extend_schema_field(
     {
         "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object", "additionalProperties": True}}],
@@ -36,7 +45,7 @@ class ContentField(serializers.Field):
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, str):
             return data
-        if isinstance(data, list) and all(isinstance(part, dict) for part in data):
+        if isinstance(data, list) and all(_valid_part(part) for part in data):
             return data
         self.fail("invalid")
 

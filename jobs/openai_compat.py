@@ -26,7 +26,7 @@ from models_registry.models import ModelAlias, Status
 from models_registry.selectors import list_allowed_aliases, team_may_use
 from saas_llm.api import validate_data
 from saas_llm.async_views import AsyncAPIView, json_body
-from saas_llm.errors import BadRequest, TeamSuspended, render_exception
+from saas_llm.errors import BadRequest, TeamMismatch, TeamSuspended, render_exception
 from saas_llm.fields import SlugIdField, StrictCharField, StrictIntegerField
 from tenants import limits
 from tenants.auth import Principal
@@ -121,6 +121,9 @@ def _acting_team(principal: Principal, request: HttpRequest) -> Team:
             raise BadRequest("Admin keys must name the team with the X-Team-Id header", code="team_required")
         return get_team(team_id)
     assert principal.team is not None
+    named = request.headers.get("X-Team-Id")
+    if named and named != principal.team.id:
+        raise TeamMismatch(named)
     return principal.team
 
 

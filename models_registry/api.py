@@ -2,7 +2,7 @@
 
 from decimal import Decimal
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from models_registry import services
 from models_registry.errors import AliasNotFound
 from models_registry.models import AccessGroup, ModelAlias, Status
+from models_registry.router import is_routable
 from models_registry.selectors import (
     get_access_group,
     get_alias_with_deployments,
@@ -35,8 +36,10 @@ class ApiKeyReferenceField(serializers.RegexField):
 
 
 class PriceField(serializers.DecimalField):
+    """USD per token: below 1, at most 15 decimals — exact even where the database keeps a double."""
+
     def __init__(self, **kwargs):
-        super().__init__(max_digits=24, decimal_places=18, min_value=Decimal(0), coerce_to_string=False, **kwargs)
+        super().__init__(max_digits=15, decimal_places=15, min_value=Decimal(0), coerce_to_string=False, **kwargs)
 
 
 class DeploymentIn(StrictSerializer):
@@ -50,9 +53,12 @@ class DeploymentIn(StrictSerializer):
     output_cost_per_token = PriceField(required=False, allow_null=True)
 
     def validate_litellm_model(self, value: str) -> str:
-        if "/" not in value and not value.strip():
-            raise serializers.ValidationError("must be a litellm model string such as 'openai/gpt-4o-mini'")
-        return value.strip()
+        value = value.strip()
+        if not is_routable(value):
+            raise serializers.ValidationError(
+                "must be a litellm model string with a known provider, such as 'openai/gpt-4o-mini'"
+            )
+        return value
 
     def validate(self, data):
         for name in ("api_base", "api_key"):
@@ -102,11 +108,21 @@ class AliasOut(AliasPublicOut):
         return sorted(group.name for group in alias.access_groups.all())
 
 
+ALIAS_VIEW = PolymorphicProxySerializer(
+    component_name="ModelAliasView",
+    serializers=[AliasOut, AliasPublicOut],
+    resource_type_field_name=None,
+    many=False,
+)
+
+
 class AliasListOut(serializers.Serializer):
     count = serializers.IntegerField()
     next = serializers.URLField(allow_null=True)
     previous = serializers.URLField(allow_null=True)
-    results = AliasOut(many=True)
+    results = serializers.ListField(
+        child=serializers.DictField(), help_text="AliasOut for admin keys, AliasPublicOut for team keys"
+    )
 
 
 class GroupFieldsIn(StrictSerializer):
@@ -165,7 +181,7 @@ class AliasDetailView(APIView):
     def get_permissions(self):
         return [IsAdminKey()] if self.request.method == "PUT" else super().get_permissions()
 
-    @extend_schema(operation_id="model_aliases_retrieve", responses={200: AliasOut}, tags=["models"])
+    @extend_schema(operation_id="model_aliases_retrieve", responses={200: ALIAS_VIEW}, tags=["models"])
     def get(self, request: Request, alias_name: str) -> Response:
         if request.auth.is_admin:
             return Response(AliasOut(get_alias_with_deployments(alias_name)).data)

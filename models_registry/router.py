@@ -40,6 +40,19 @@ class RegistryRouter:
         return self.deployments.get(model_id or "")
 
 
+def is_routable(litellm_model: str) -> bool:
+    """Whether litellm knows which provider serves this model string ("openai/x", "gpt-4o", …)."""
+    import litellm
+
+    if not litellm_model or not litellm_model.isprintable() or litellm_model.endswith("/"):
+        return False
+    try:
+        litellm.get_llm_provider(litellm_model)
+    except Exception:  # litellm raises BadRequestError for a model it cannot route
+        return False
+    return True
+
+
 def registry_model_list() -> tuple[list[dict], dict[str, DeploymentInfo]]:
     """litellm model_list entries for every deployment of an active alias (sync: DB reads)."""
     deployments = Deployment.objects.filter(alias__status=Status.ACTIVE).order_by(
@@ -47,6 +60,12 @@ def registry_model_list() -> tuple[list[dict], dict[str, DeploymentInfo]]:
     )
     model_list, infos = [], {}
     for item in deployments:
+        if not is_routable(item.litellm_model):
+            # One bad row (e.g. written through the admin) must not take down every alias.
+            logger.error(
+                "deployment %s of %s skipped: litellm cannot route %r", item.id, item.alias_id, item.litellm_model
+            )
+            continue
         # Stable ids (the row's pk): litellm keys its per-deployment state and price map on them.
         model_id = str(item.id)
         params: dict = {

@@ -5,11 +5,12 @@ endpoint; requests never go through DRF's sync dispatch. Its `as_view()` returns
 view that authenticates off the event loop, awaits the handler, and renders errors per SPEC §4.
 """
 
+import inspect
 import json
 from typing import Any
 
 from asgiref.sync import markcoroutinefunction, sync_to_async
-from django.http import HttpRequest, HttpResponseBase, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.views import APIView
 
@@ -36,6 +37,8 @@ def json_body(request: HttpRequest) -> Any:
         return json.loads(request.body, parse_constant=lambda name: name)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"Malformed JSON: {exc}", code="invalid_request") from None
+    except RecursionError:
+        raise BadRequest("Malformed JSON: nested too deeply", code="invalid_request") from None
 
 
 resolve_api_key_async = sync_to_async(resolve_api_key, thread_sensitive=False)
@@ -46,15 +49,16 @@ class AsyncAPIView(APIView):
     def as_view(cls, **initkwargs):
         async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             self = cls(**initkwargs)
-            handler = (
-                getattr(self, request.method.lower(), None)
-                if request.method.lower() in self.http_method_names
-                else None
-            )
-            if handler is None:
+            allowed = cls.async_methods()
+            if request.method == "OPTIONS":
+                return HttpResponse(status=200, headers={"Allow": ", ".join(allowed)})
+            if request.method not in allowed:
                 return JsonResponse(
-                    {"detail": f'Method "{request.method}" not allowed.', "code": "method_not_allowed"}, status=405
+                    {"detail": f'Method "{request.method}" not allowed.', "code": "method_not_allowed"},
+                    status=405,
+                    headers={"Allow": ", ".join(allowed)},
                 )
+            handler = getattr(self, request.method.lower())
             try:
                 request.auth = await resolve_api_key_async(parse_bearer(request.headers.get("Authorization")))
                 return await handler(request, *args, **kwargs)
@@ -65,6 +69,15 @@ class AsyncAPIView(APIView):
         view.cls = cls
         view.initkwargs = initkwargs
         return csrf_exempt(view)
+
+    @classmethod
+    def async_methods(cls) -> list[str]:
+        """The methods this view implements as coroutines (DRF's sync defaults, e.g. options, are not)."""
+        return [
+            name.upper()
+            for name in ("get", "post", "put", "patch", "delete")
+            if inspect.iscoroutinefunction(getattr(cls, name, None))
+        ]
 
     def handle_error(self, exc: Exception) -> HttpResponseBase:
         return error_response(exc)

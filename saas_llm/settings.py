@@ -181,6 +181,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["saas_llm.schema.drop_versioned_duplicates"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "saas_llm.schema.add_error_responses"],
     "ENUM_NAME_OVERRIDES": {
         "TeamStatusEnum": "tenants.models.TeamStatus",
         "RegistryStatusEnum": "models_registry.models.Status",

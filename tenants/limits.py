@@ -77,24 +77,26 @@ local token = ARGV[6]
 local est = tonumber(ARGV[7])
 local slot_ttl = tonumber(ARGV[8])
 local used_req, used_tok, retry = 0, 0, 0
+local entries = {}
+-- Token usage first: a refusal on any dimension reports it (x-ratelimit-remaining-tokens).
+if tpm >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+  entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  for i = 1, #entries, 2 do
+    used_tok = used_tok + (tonumber(string.match(entries[i], ':(%d+)$')) or 0)
+  end
+end
 if rpm >= 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
   used_req = redis.call('ZCARD', KEYS[1])
   if used_req + 1 > rpm then
     local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
     retry = (tonumber(oldest[2]) or now) + window - now
-    return {0, 'requests', tostring(retry), used_req, 0}
+    return {0, 'requests', tostring(retry), used_req, used_tok}
   end
 end
 if tpm >= 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-  local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-  local need = est
   local freed_at = now
-  for i = 1, #entries, 2 do
-    local n = tonumber(string.match(entries[i], ':(%d+)$')) or 0
-    used_tok = used_tok + n
-  end
   if used_tok + est > tpm then
     local excess = used_tok + est - tpm
     for i = 1, #entries, 2 do
@@ -163,11 +165,12 @@ class RedisLimiter:
         if client is None:
             # A small bounded pool: each admission is one short script, so a few connections serve any
             # burst. One new connection per concurrent call (the default pool) timed out connecting
-            # under load and failed open exactly when the limit mattered.
+            # under load and failed open exactly when the limit mattered. Waiting for a pooled
+            # connection is not "Redis is down", so it has no timeout; the socket timeouts detect that.
             pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
                 max_connections=REDIS_POOL_SIZE,
-                timeout=REDIS_TIMEOUT_S,
+                timeout=None,
                 socket_timeout=REDIS_TIMEOUT_S,
                 socket_connect_timeout=REDIS_TIMEOUT_S,
             )

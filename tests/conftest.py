@@ -239,8 +239,10 @@ def needs_postgres_and_redis():
 def live_gateway(django_db_setup, mock_upstream):
     """`uvicorn --workers 2` serving the test database and Redis, for cross-process tests.
 
-    The server caches its litellm Router per registry version, and versions restart with every
-    flushed test database: tests call `fresh_registry_version()` after creating their aliases.
+    Each worker keeps its litellm Router across tests, keyed by registry version and deployment
+    ids. Tests that make LLM calls through it use `django_db(transaction=True, reset_sequences=True)`
+    and the same alias fixture, so every test's registry is identical to the one the server has
+    (same version, same ids) and no Router is rebuilt in the middle of a burst.
     """
     import sys
 
@@ -249,8 +251,8 @@ def live_gateway(django_db_setup, mock_upstream):
     from tests.live import ServerProcess
 
     server = ServerProcess(
-        [sys.executable, "-m", "uvicorn", "saas_llm.asgi:application", "--host", "127.0.0.1", "--port", "{port}",
-         "--workers", "2", "--log-level", "info"],
+        [sys.executable, "-m", "uvicorn", "saas_llm.asgi:application", "--host", "127.0.0.1", "--port", "{port}"]
+        + ["--workers", "2", "--log-level", "info"],
         env={
             "SECRET_KEY": "live-rate-limit-tests-secret-key-0123456789",
             "DEBUG": "0",
@@ -270,16 +272,6 @@ def live_gateway(django_db_setup, mock_upstream):
         yield server
     finally:
         server.stop()
-
-
-_registry_versions = iter(range(10**9, 2 * 10**9))
-
-
-def fresh_registry_version() -> None:
-    """Give the registry a version no server process has cached a Router for."""
-    from models_registry.models import RegistryVersion
-
-    RegistryVersion.objects.update_or_create(pk=1, defaults={"version": next(_registry_versions)})
 
 
 class WebhookReceiver:

@@ -9,6 +9,7 @@ race runs against uvicorn with two workers on Postgres.
 import json
 import threading
 import time
+import uuid
 from datetime import timedelta
 
 import httpx
@@ -18,13 +19,14 @@ from django.test import AsyncClient
 from django.utils import timezone
 
 from billing.models import EntryKind, LedgerEntry
+from jobs import services as job_services
 from jobs.models import CallStatus, Job, JobStatus, LLMCall
 from saas_llm.idempotency import purge_expired
 from tenants import limits
 from tenants import services as tenant_services
 from tenants.models import IdempotencyRecord, IdempotencyStatus, hash_key
 from tenants.tasks import purge_idempotency_keys
-from tests.conftest import Api, fresh_registry_version, make_tenant, needs_postgres_and_redis
+from tests.conftest import Api, make_tenant, needs_postgres_and_redis
 
 HELLO = [{"role": "user", "content": "hello world"}]
 MISMATCH = {"detail": "Idempotency-Key was used with a different request", "code": "idempotency_mismatch"}
@@ -177,7 +179,10 @@ def test_an_expired_key_runs_the_request_again(acme):
 
 def test_an_abandoned_first_attempt_is_taken_over(acme):
     IdempotencyRecord.objects.create(
-        credential=hash_key(acme.key), key="orphan", fingerprint="0" * 64, expires_at=timezone.now() + timedelta(hours=1)
+        credential=hash_key(acme.key),
+        key="orphan",
+        fingerprint="0" * 64,
+        expires_at=timezone.now() + timedelta(hours=1),
     )
     IdempotencyRecord.objects.update(created_at=timezone.now() - timedelta(minutes=11))  # its worker died
 
@@ -192,8 +197,13 @@ def test_an_abandoned_first_attempt_is_taken_over(acme):
 # --- jobs complete and credits add: no second charge or grant ------------------------------------------
 
 
-def test_replayed_completion_returns_the_first_answer(acme, admin):
+def test_replayed_completion_returns_the_first_answer_and_charges_once(acme, admin):
     job_id = acme.api.post("/api/jobs/create", {"job_type": "x"}).json()["job_id"]
+    job_services.record_call(  # one billable call (no provider needed): the job costs 1 credit
+        team=acme.team,
+        job_id=uuid.UUID(job_id),
+        record=job_services.CallRecord(model_alias="chat-fast", status=CallStatus.SUCCESS, prompt_tokens=3),
+    )
     path = f"/api/jobs/{job_id}/complete"
 
     first = acme.api.post(path, {"status": "completed"}, headers=idem("done-1"))
@@ -201,9 +211,11 @@ def test_replayed_completion_returns_the_first_answer(acme, admin):
     replay = acme.api.post(path, {"status": "completed"}, headers=idem("done-1"))
 
     assert first.status_code == replay.status_code == 200
+    assert first.json()["credits_charged"] == 1 and first.json()["credits_remaining"] == 99
     assert replay.headers["Idempotent-Replayed"] == "true"
     assert replay.content == first.content  # not re-rendered: still the balance of that moment
-    assert LedgerEntry.objects.filter(team=acme.team, kind=EntryKind.CHARGE).count() == 0  # no billable call
+    assert LedgerEntry.objects.filter(team=acme.team, kind=EntryKind.CHARGE).count() == 1
+    assert acme.api.get("/api/credits/balance").json()["credits_remaining"] == 149
     assert Job.objects.get(id=job_id).status == JobStatus.COMPLETED
 
 
@@ -372,7 +384,7 @@ def check_race(responses: list[httpx.Response], success: int) -> httpx.Response:
 
 
 @pytest.mark.live
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, reset_sequences=True)
 @needs_postgres_and_redis()
 def test_concurrent_job_creates_with_one_key_across_processes(acme, live_gateway):
     responses = race(live_gateway.url, acme.key, "/api/jobs/create", {"job_type": "race"}, "race-create")
@@ -383,10 +395,9 @@ def test_concurrent_job_creates_with_one_key_across_processes(acme, live_gateway
 
 
 @pytest.mark.live
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, reset_sequences=True)
 @needs_postgres_and_redis()
 def test_concurrent_llm_calls_with_one_key_across_processes(llm_team, mock, live_gateway):
-    fresh_registry_version()
     job_id = new_job(llm_team)
     slow = {"messages": [{"role": "user", "content": "hello [[mock:latency=1000]]"}]}
 

@@ -29,7 +29,9 @@ BUDGETS = {
 
 
 def team_with(budget: str, credits: int = 100):
-    return make_tenant("acme-corp", "acme", credits=credits, access_groups=["standard"], default_model="chat-fast", **BUDGETS[budget])
+    return make_tenant(
+        "acme-corp", "acme", credits=credits, access_groups=["standard"], default_model="chat-fast", **BUDGETS[budget]
+    )
 
 
 def new_job(tenant) -> str:
@@ -39,7 +41,9 @@ def new_job(tenant) -> str:
 
 
 def llm_call(tenant, job_id: str, text: str = "Hello", **body) -> dict:
-    response = tenant.api.post(f"/api/jobs/{job_id}/llm-call", {"messages": [{"role": "user", "content": text}], **body})
+    response = tenant.api.post(
+        f"/api/jobs/{job_id}/llm-call", {"messages": [{"role": "user", "content": text}], **body}
+    )
     assert response.status_code == 200, response.json()
     return response.json()
 
@@ -166,22 +170,21 @@ def test_completed_job_without_a_billable_call_is_not_charged(mock, chat_alias, 
     assert assert_books_balance(team.team).reserved_units == 0
 
 
-@pytest.mark.parametrize("status", ["failed", "cancelled"])
 @pytest.mark.parametrize("budget", sorted(BUDGETS))
-def test_failed_or_cancelled_job_charges_nothing(mock, chat_alias, budget, status):
+def test_failed_or_cancelled_job_charges_nothing(mock, chat_alias, budget):
     team = team_with(budget)
-    job_id = new_job(team)
-    llm_call(team, job_id)
+    for status in ["failed", "cancelled"]:
+        job_id = new_job(team)
+        llm_call(team, job_id)
 
-    response = team.api.post(f"/api/jobs/{job_id}/complete", {"status": status})
+        response = team.api.post(f"/api/jobs/{job_id}/complete", {"status": status})
 
-    assert response.status_code == 200
-    assert response.json()["credits_charged"] == 0
-    assert response.json()["credits_remaining"] == 100
-    assert not LedgerEntry.objects.filter(job_id=job_id).exists()
-    assert Reservation.objects.get(job_id=job_id).status == "released"
-    assert Job.objects.get(id=job_id).credits_charged_units == 0
-    assert assert_books_balance(team.team).reserved_units == 0
+        assert response.status_code == 200
+        assert (response.json()["credits_charged"], response.json()["credits_remaining"]) == (0, 100), status
+        assert not LedgerEntry.objects.filter(job_id=job_id).exists()
+        assert Reservation.objects.get(job_id=job_id).status == "released"
+        assert Job.objects.get(id=job_id).credits_charged_units == 0
+        assert assert_books_balance(team.team).reserved_units == 0
 
 
 @pytest.mark.parametrize("budget", sorted(BUDGETS))
@@ -222,7 +225,9 @@ def test_concurrent_completions_charge_exactly_once(mock, chat_alias):
 
     def complete(status: str) -> None:
         try:
-            statuses.append(Api(Client(), team.key).post(f"/api/jobs/{job_id}/complete", {"status": status}).status_code)
+            statuses.append(
+                Api(Client(), team.key).post(f"/api/jobs/{job_id}/complete", {"status": status}).status_code
+            )
         finally:
             connection.close()
 
@@ -262,14 +267,20 @@ def test_error_calls_do_not_bill_but_are_counted(mock, chat_alias, settings):
     make_alias("chat-500", mock.url, deployments=[{"litellm_model": "openai/mock-fail-500"}])
     team = team_with("tokens")
     job_id = new_job(team)
-    failed = team.api.post(f"/api/jobs/{job_id}/llm-call", {"model": "chat-500", "messages": [{"role": "user", "content": "x"}]})
+    failed = team.api.post(
+        f"/api/jobs/{job_id}/llm-call", {"model": "chat-500", "messages": [{"role": "user", "content": "x"}]}
+    )
     assert failed.status_code == 502
     llm_call(team, job_id)
 
     done = team.api.post(f"/api/jobs/{job_id}/complete", {"status": "completed"}).json()
 
     assert (done["costs"]["total_calls"], done["costs"]["successful_calls"], done["costs"]["failed_calls"]) == (2, 1, 1)
-    assert LedgerEntry.objects.get(job_id=job_id).amount_units == -expected_charge(team.team, job_id) == -ceil_div(24 * ONE, 7)
+    assert (
+        LedgerEntry.objects.get(job_id=job_id).amount_units
+        == -expected_charge(team.team, job_id)
+        == -ceil_div(24 * ONE, 7)
+    )
 
 
 def ceil_div(a: int, b: int) -> int:

@@ -90,14 +90,25 @@ def test_revoked_key_is_401(acme, method, path):
 
 
 def test_create_job_reserves_credits(acme):
-    body = {"team_id": "acme-corp", "job_type": "resume_parsing", "metadata": {"doc": 7}, "user_id": "u-1", "external_id": "ext-9"}
+    body = {
+        "team_id": "acme-corp",
+        "job_type": "resume_parsing",
+        "metadata": {"doc": 7},
+        "user_id": "u-1",
+        "external_id": "ext-9",
+    }
 
     response = acme.api.post("/api/jobs/create", body)
 
     assert response.status_code == 201
     out = response.json()
     assert set(out) == CREATED_FIELDS
-    assert (out["team_id"], out["job_type"], out["status"], out["metadata"]) == ("acme-corp", "resume_parsing", "pending", {"doc": 7})
+    assert (out["team_id"], out["job_type"], out["status"], out["metadata"]) == (
+        "acme-corp",
+        "resume_parsing",
+        "pending",
+        {"doc": 7},
+    )
     assert (out["user_id"], out["external_id"]) == ("u-1", "ext-9")
     assert out["created_at"].endswith("Z")
     job = Job.objects.get(id=out["job_id"])
@@ -128,7 +139,9 @@ def test_admin_key_without_team_id_is_422(admin, acme):
     response = admin.post("/api/jobs/create", {"job_type": "x"})
 
     assert response.status_code == 422
-    assert response.json() == {"detail": [{"loc": ["body", "team_id"], "msg": "field required", "type": "value_error.missing"}]}
+    assert response.json() == {
+        "detail": [{"loc": ["body", "team_id"], "msg": "field required", "type": "value_error.missing"}]
+    }
     assert not Job.objects.exists()
 
 
@@ -150,7 +163,12 @@ def test_team_key_naming_another_team_is_403(acme, globex):
 
 @pytest.mark.parametrize(
     ("config", "credits"),
-    [({}, 0), ({"credits_per_job": 5}, 4), ({"budget_mode": "tokens", "min_reservation": 2}, 1), ({"budget_mode": "usd"}, 0)],
+    [
+        ({}, 0),
+        ({"credits_per_job": 5}, 4),
+        ({"budget_mode": "tokens", "min_reservation": 2}, 1),
+        ({"budget_mode": "usd"}, 0),
+    ],
 )
 def test_insufficient_credits_refuses_the_job(db, config, credits):
     team = make_tenant("acme-corp", "acme", credits=credits, **config)
@@ -222,7 +240,11 @@ def test_metadata_just_under_16_kb_is_accepted(acme):
 
 @pytest.mark.parametrize(
     ("raw", "content_type"),
-    [('{"job_type": ', "application/json"), ("job_type=x", "application/x-www-form-urlencoded"), ("job_type", "text/plain")],
+    [
+        ('{"job_type": ', "application/json"),
+        ("job_type=x", "application/x-www-form-urlencoded"),
+        ("job_type", "text/plain"),
+    ],
 )
 def test_malformed_json_or_wrong_content_type_is_400(acme, raw, content_type):
     response = acme.api.post("/api/jobs/create", raw=raw, content_type=content_type)
@@ -238,7 +260,9 @@ def test_malformed_json_or_wrong_content_type_is_400(acme, raw, content_type):
 def test_get_job_shows_every_field(acme):
     job = job_of(acme, user_id="u-1")
     add_call(job, alias="chat-fast")
-    add_call(job, alias="chat-big", status="error", prompt_tokens=0, completion_tokens=0, cost_nanos=0, provider_cost_nanos=0)
+    add_call(
+        job, alias="chat-big", status="error", prompt_tokens=0, completion_tokens=0, cost_nanos=0, provider_cost_nanos=0
+    )
 
     response = acme.api.get(f"/api/jobs/{job.id}")
 
@@ -409,7 +433,8 @@ def test_complete_failed_merges_metadata_and_releases_the_hold(acme):
     add_call(job)
 
     response = acme.api.post(
-        f"/api/jobs/{job.id}/complete", {"status": "failed", "metadata": {"b": 2, "c": 3}, "error_message": "parser crashed"}
+        f"/api/jobs/{job.id}/complete",
+        {"status": "failed", "metadata": {"b": 2, "c": 3}, "error_message": "parser crashed"},
     )
 
     assert response.status_code == 200
@@ -477,7 +502,12 @@ def test_costs_for_a_team_key_hide_provider_figures(acme, costed):
     assert response.status_code == 200
     out = response.json()
     assert set(out) == {"job_id", "team_id", "job_type", "status", "total_cost_usd", "credits_charged", "breakdown"}
-    assert (out["job_id"], out["team_id"], out["status"], out["total_cost_usd"]) == (str(job.id), "acme-corp", "in_progress", 0.00000375)
+    assert (out["job_id"], out["team_id"], out["status"], out["total_cost_usd"]) == (
+        str(job.id),
+        "acme-corp",
+        "in_progress",
+        0.00000375,
+    )
     assert [line["call_id"] for line in out["breakdown"]] == [str(first.id), str(second.id)]
     for line in out["breakdown"]:
         assert set(line) == TEAM_LINE_FIELDS  # no resolved_model, provider_cost_usd, margin_usd

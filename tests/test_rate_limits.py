@@ -19,7 +19,7 @@ from django.conf import settings
 
 from jobs.models import CallStatus, Job, LLMCall
 from tenants import limits
-from tests.conftest import fresh_registry_version, make_tenant, needs_postgres_and_redis
+from tests.conftest import make_tenant, needs_postgres_and_redis
 from tests.live import free_port
 
 RATE_HEADERS = (
@@ -81,7 +81,14 @@ def test_requests_per_minute_is_a_sliding_window(limiter, clock):
 
     results = run(scenario())
 
-    assert [r[:2] for r in results] == [(True, ""), (True, ""), (True, ""), (False, "requests"), (True, ""), (False, "requests")]
+    assert [r[:2] for r in results] == [
+        (True, ""),
+        (True, ""),
+        (True, ""),
+        (False, "requests"),
+        (True, ""),
+        (False, "requests"),
+    ]
     assert [r[3] for r in results] == [1, 2, 3, 3, 3, 3]
     assert results[3][2] == pytest.approx(30.0, abs=0.01)  # until the oldest call leaves the window
     assert results[5][2] == pytest.approx(9.5, abs=0.01)
@@ -125,7 +132,14 @@ def test_parallel_slots_free_on_release_and_after_their_ttl(limiter, clock):
 
     results = run(scenario())
 
-    assert [r[:2] for r in results] == [(True, ""), (True, ""), (False, "parallel"), (True, ""), (False, "parallel"), (True, "")]
+    assert [r[:2] for r in results] == [
+        (True, ""),
+        (True, ""),
+        (False, "parallel"),
+        (True, ""),
+        (False, "parallel"),
+        (True, ""),
+    ]
     assert results[2][2] == 1.0
 
 
@@ -144,6 +158,19 @@ def test_a_refused_call_consumes_nothing(limiter, clock):
     assert first[0] and exact[0]
     assert refused[:2] == (False, "parallel")
     assert exact[4] == 100
+
+
+def test_a_refusal_reports_current_usage_of_every_dimension(limiter, clock):
+    team, both = new_team_id(), limits.Limits(rpm=1, tpm=100, parallel=None)
+
+    async def scenario():
+        await limiter.admit(team, both, "a", 30)
+        return await limiter.admit(team, both, "b", 30)
+
+    refused = run(scenario())
+
+    assert refused[:2] == (False, "requests")
+    assert (refused[3], refused[4]) == (1, 30)  # the 429's remaining-tokens header is 70, not 100
 
 
 def test_limits_are_per_team(limiter, clock):
@@ -214,7 +241,9 @@ def local_limiter(monkeypatch) -> limits.LocalLimiter:
 
 def test_admission_headers_name_only_limited_dimensions(local_limiter):
     both = run(limits.admit(team_id="acme", limits=limits.Limits(rpm=5, tpm=1000, parallel=None), estimated_tokens=30))
-    parallel_only = run(limits.admit(team_id="globex", limits=limits.Limits(rpm=None, tpm=None, parallel=3), estimated_tokens=30))
+    parallel_only = run(
+        limits.admit(team_id="globex", limits=limits.Limits(rpm=None, tpm=None, parallel=3), estimated_tokens=30)
+    )
     unlimited = run(limits.admit(team_id="initech", limits=limits.Limits(None, None, None), estimated_tokens=30))
 
     assert both.headers == {
@@ -231,10 +260,20 @@ def test_admission_headers_name_only_limited_dimensions(local_limiter):
 @pytest.mark.parametrize(
     ("configured", "estimated", "detail", "retry_after", "headers"),
     [
-        (limits.Limits(rpm=1, tpm=None, parallel=None), 5, "Rate limit exceeded: 1 requests per minute", "60",
-         {"x-ratelimit-limit-requests": "1", "x-ratelimit-remaining-requests": "0"}),
-        (limits.Limits(rpm=None, tpm=100, parallel=None), 60, "Rate limit exceeded: 100 tokens per minute", "60",
-         {"x-ratelimit-limit-tokens": "100", "x-ratelimit-remaining-tokens": "40"}),
+        (
+            limits.Limits(rpm=1, tpm=None, parallel=None),
+            5,
+            "Rate limit exceeded: 1 requests per minute",
+            "60",
+            {"x-ratelimit-limit-requests": "1", "x-ratelimit-remaining-requests": "0"},
+        ),
+        (
+            limits.Limits(rpm=None, tpm=100, parallel=None),
+            60,
+            "Rate limit exceeded: 100 tokens per minute",
+            "60",
+            {"x-ratelimit-limit-tokens": "100", "x-ratelimit-remaining-tokens": "40"},
+        ),
         (limits.Limits(rpm=None, tpm=None, parallel=1), 5, "Rate limit exceeded: 1 parallel requests", "1", {}),
     ],
 )
@@ -406,6 +445,7 @@ def test_health_reports_a_cache_that_loses_writes(anon, monkeypatch):
 
 # --- across processes: uvicorn --workers 2 sharing Redis ------------------------------------------
 
+
 def fire(base_url: str, key: str, path: str, bodies: list[dict]) -> list[httpx.Response]:
     """POST all bodies at once (one connection each) and return the responses in order."""
 
@@ -422,6 +462,10 @@ def fire(base_url: str, key: str, path: str, bodies: list[dict]) -> list[httpx.R
     return asyncio.run(go())
 
 
+def unexpected(responses: list[httpx.Response]) -> list[tuple[int, str]]:
+    return [(r.status_code, r.text[:300]) for r in responses if r.status_code not in (200, 429)]
+
+
 def redis_count(team_id: str, suffix: str) -> int:
     import redis
 
@@ -433,17 +477,16 @@ def redis_count(team_id: str, suffix: str) -> int:
 
 
 @pytest.mark.live
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, reset_sequences=True)
 @needs_postgres_and_redis()
 def test_rpm_exact_across_processes(limited_team, mock, live_gateway):
     tenant = limited_team(rpm_limit=60)
-    fresh_registry_version()
     job_id = new_job(tenant)
 
     responses = fire(live_gateway.url, tenant.key, f"/api/jobs/{job_id}/llm-call", [{"messages": HELLO}] * 200)
 
     statuses = [r.status_code for r in responses]
-    assert statuses.count(200) == 60 and statuses.count(429) == 140, sorted(set(statuses))
+    assert statuses.count(200) == 60 and statuses.count(429) == 140, unexpected(responses)
     admitted = [r for r in responses if r.status_code == 200]
     refused = [r for r in responses if r.status_code == 429]
     # One atomic counter for both processes: every admitted call saw a distinct remaining count.
@@ -453,7 +496,8 @@ def test_rpm_exact_across_processes(limited_team, mock, live_gateway):
     for response in refused:
         assert response.json() == {"detail": "Rate limit exceeded: 60 requests per minute", "code": "rate_limited"}
         assert response.headers["x-ratelimit-remaining-requests"] == "0"
-        assert 1 <= int(response.headers["Retry-After"]) <= 60
+        # Until the oldest admission leaves the window; each process stamps with its own clock (+1 s).
+        assert 1 <= int(response.headers["Retry-After"]) <= 61
     assert LLMCall.objects.filter(job_id=job_id, status=CallStatus.SUCCESS).count() == 60
     assert mock.stats()["requests"] == 60
     assert Job.objects.get(id=job_id).total_calls == 60
@@ -461,12 +505,11 @@ def test_rpm_exact_across_processes(limited_team, mock, live_gateway):
 
 
 @pytest.mark.live
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, reset_sequences=True)
 @needs_postgres_and_redis()
 def test_tpm_exact_across_processes(limited_team, mock, live_gateway):
     # Each call estimates (prompt + 1000) tokens; 10 × (prompt + 1000) fit, 11 never do.
     tenant = limited_team(tpm_limit=10_500)
-    fresh_registry_version()
     job_id = new_job(tenant)
     # The mock holds every admitted call for 3 s, so no call's actual usage frees tokens early.
     body = {"messages": [{"role": "user", "content": "hello [[mock:latency=3000]]"}], "max_tokens": 1000}
@@ -475,7 +518,7 @@ def test_tpm_exact_across_processes(limited_team, mock, live_gateway):
     responses = fire(live_gateway.url, tenant.key, f"/api/jobs/{job_id}/llm-call", [body] * 40)
 
     statuses = [r.status_code for r in responses]
-    assert statuses.count(200) == 10 and statuses.count(429) == 30, sorted(set(statuses))
+    assert statuses.count(200) == 10 and statuses.count(429) == 30, unexpected(responses)
     remaining = sorted(int(r.headers["x-ratelimit-remaining-tokens"]) for r in responses if r.status_code == 200)
     estimate = 10_500 - remaining[-1]
     assert 1000 < estimate < 1050
@@ -491,11 +534,10 @@ def test_tpm_exact_across_processes(limited_team, mock, live_gateway):
 
 
 @pytest.mark.live
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, reset_sequences=True)
 @needs_postgres_and_redis()
 def test_parallel_exact_across_processes(limited_team, mock, live_gateway):
     tenant = limited_team(max_parallel_requests=5)
-    fresh_registry_version()
     job_id = new_job(tenant)
     slow = {"messages": [{"role": "user", "content": "hello [[mock:latency=2000]]"}]}
 
@@ -503,7 +545,7 @@ def test_parallel_exact_across_processes(limited_team, mock, live_gateway):
     after = fire(live_gateway.url, tenant.key, f"/api/jobs/{job_id}/llm-call", [{"messages": HELLO}] * 5)
 
     statuses = [r.status_code for r in responses]
-    assert statuses.count(200) == 5 and statuses.count(429) == 25, sorted(set(statuses))
+    assert statuses.count(200) == 5 and statuses.count(429) == 25, unexpected(responses)
     for response in responses:
         assert not [name for name in RATE_HEADERS if name in response.headers]  # rpm and tpm unlimited
         if response.status_code == 429:

@@ -23,7 +23,11 @@ PRIMARY = {
     "input_cost_per_token": "0.00000015",
     "output_cost_per_token": 0.0000006,
 }
-FALLBACK = {"litellm_model": "anthropic/claude-3-5-haiku-20241022", "api_key": "os.environ/ANTHROPIC_API_KEY", "priority": 1}
+FALLBACK = {
+    "litellm_model": "anthropic/claude-3-5-haiku-20241022",
+    "api_key": "os.environ/ANTHROPIC_API_KEY",
+    "priority": 1,
+}
 PUBLIC_FIELDS = {"alias_name", "display_name", "description", "status"}
 
 
@@ -44,7 +48,9 @@ def standard(db):
 @pytest.fixture
 def registry(db):
     """chat-fast in `standard` (granted to acme), chat-premium in `premium` (granted to nobody)."""
-    create_alias(alias_name="chat-fast", display_name="Fast chat", deployments=[{"litellm_model": "openai/gpt-4o-mini"}])
+    create_alias(
+        alias_name="chat-fast", display_name="Fast chat", deployments=[{"litellm_model": "openai/gpt-4o-mini"}]
+    )
     create_alias(alias_name="chat-premium", deployments=[{"litellm_model": "openai/gpt-4o"}])
     create_access_group(group_name="standard", model_aliases=["chat-fast"])
     create_access_group(group_name="premium", model_aliases=["chat-premium"])
@@ -91,13 +97,20 @@ def test_create_alias(admin, standard):
     assert out["created_at"].endswith("Z")
     alias = ModelAlias.objects.get(name="chat-fast")
     assert list(alias.access_groups.values_list("name", flat=True)) == ["standard"]
-    rows = list(alias.deployments.order_by("position").values_list("litellm_model", "api_key", "priority", "weight", "timeout_s"))
+    rows = list(
+        alias.deployments.order_by("position").values_list(
+            "litellm_model", "api_key", "priority", "weight", "timeout_s"
+        )
+    )
     assert rows == [
         ("openai/gpt-4o-mini", "os.environ/OPENAI_API_KEY", 0, 3, 20.0),
         ("anthropic/claude-3-5-haiku-20241022", "os.environ/ANTHROPIC_API_KEY", 1, 1, 60.0),
     ]
     primary = alias.deployments.get(priority=0)
-    assert (primary.input_cost_per_token, primary.output_cost_per_token) == (Decimal("0.00000015"), Decimal("0.0000006"))
+    assert (primary.input_cost_per_token, primary.output_cost_per_token) == (
+        Decimal("0.00000015"),
+        Decimal("0.0000006"),
+    )
     assert version() > before  # every worker's Router is rebuilt
 
     fetched = admin.get("/api/model-aliases/chat-fast")
@@ -136,7 +149,10 @@ BAD_ALIASES = [
     ({"deployments": [{**PRIMARY, "api_key": "sk-live-0123456789abcdef"}]}, ["body", "deployments", 0, "api_key"]),
     ({"deployments": [{**PRIMARY, "api_key": "os.environ/"}]}, ["body", "deployments", 0, "api_key"]),
     ({"deployments": [{**PRIMARY, "api_key": "os.environ/A B"}]}, ["body", "deployments", 0, "api_key"]),
-    ({"deployments": [PRIMARY, {**FALLBACK, "api_key": "AKIAIOSFODNN7EXAMPLE"}]}, ["body", "deployments", 1, "api_key"]),
+    (
+        {"deployments": [PRIMARY, {**FALLBACK, "api_key": "AKIAIOSFODNN7EXAMPLE"}]},
+        ["body", "deployments", 1, "api_key"],
+    ),
     ({"deployments": []}, ["body", "deployments"]),
     ({"deployments": None}, ["body", "deployments"]),
     ({"deployments": [{"priority": 0}]}, ["body", "deployments", 0, "litellm_model"]),
@@ -145,8 +161,14 @@ BAD_ALIASES = [
     ({"deployments": [{**PRIMARY, "priority": -1}]}, ["body", "deployments", 0, "priority"]),
     ({"deployments": [{**PRIMARY, "weight": 0}]}, ["body", "deployments", 0, "weight"]),
     ({"deployments": [{**PRIMARY, "timeout_s": 0}]}, ["body", "deployments", 0, "timeout_s"]),
-    ({"deployments": [{**PRIMARY, "input_cost_per_token": "-0.1"}]}, ["body", "deployments", 0, "input_cost_per_token"]),
-    ({"deployments": [{**PRIMARY, "input_cost_per_token": "cheap"}]}, ["body", "deployments", 0, "input_cost_per_token"]),
+    (
+        {"deployments": [{**PRIMARY, "input_cost_per_token": "-0.1"}]},
+        ["body", "deployments", 0, "input_cost_per_token"],
+    ),
+    (
+        {"deployments": [{**PRIMARY, "input_cost_per_token": "cheap"}]},
+        ["body", "deployments", 0, "input_cost_per_token"],
+    ),
     ({"deployments": [{**PRIMARY, "api_base": "not a url"}]}, ["body", "deployments", 0, "api_base"]),
     ({"alias_name": "Chat Fast"}, ["body", "alias_name"]),
     ({"alias_name": 5}, ["body", "alias_name"]),
@@ -175,7 +197,9 @@ def test_missing_fields_are_reported_as_missing(admin, db):
     assert missing == {("body", "alias_name"), ("body", "deployments")}
 
 
-@pytest.mark.parametrize(("raw", "content_type"), [('{"alias_name": ', "application/json"), ("a=b", "application/x-www-form-urlencoded")])
+@pytest.mark.parametrize(
+    ("raw", "content_type"), [('{"alias_name": ', "application/json"), ("a=b", "application/x-www-form-urlencoded")]
+)
 def test_malformed_body_is_400(admin, db, raw, content_type):
     response = admin.post("/api/model-aliases/create", raw=raw, content_type=content_type)
 
@@ -207,7 +231,9 @@ def test_put_alias_replaces_fields_deployments_and_groups(admin, registry):
     assert [d["litellm_model"] for d in out["deployments"]] == ["anthropic/claude-3-5-haiku-20241022"]
     alias = ModelAlias.objects.get(name="chat-fast")
     assert (alias.display_name, alias.status) == ("Faster chat", "inactive")
-    assert list(alias.deployments.values_list("litellm_model", "priority")) == [("anthropic/claude-3-5-haiku-20241022", 1)]
+    assert list(alias.deployments.values_list("litellm_model", "priority")) == [
+        ("anthropic/claude-3-5-haiku-20241022", 1)
+    ]
     assert list(alias.access_groups.values_list("name", flat=True)) == ["premium"]
     assert version() > before
 
@@ -275,7 +301,12 @@ def test_team_key_reads_an_allowed_alias_without_deployments(acme_std):
     response = acme_std.api.get("/api/model-aliases/chat-fast")
 
     assert response.status_code == 200
-    assert response.json() == {"alias_name": "chat-fast", "display_name": "Fast chat", "description": "", "status": "active"}
+    assert response.json() == {
+        "alias_name": "chat-fast",
+        "display_name": "Fast chat",
+        "description": "",
+        "status": "active",
+    }
     assert "gpt-4o" not in response.content.decode()  # no provider model name anywhere
 
 
@@ -343,17 +374,32 @@ def test_no_key_or_revoked_key_is_401(anon, admin, admin_key, registry, method, 
 def test_create_get_put_access_group(admin, registry):
     created = admin.post(
         "/api/model-access-groups/create",
-        {"group_name": "gold", "display_name": "Gold", "description": "all of it", "model_aliases": ["chat-fast", "chat-premium"]},
+        {
+            "group_name": "gold",
+            "display_name": "Gold",
+            "description": "all of it",
+            "model_aliases": ["chat-fast", "chat-premium"],
+        },
     )
 
     assert created.status_code == 201, created.json()
     out = created.json()
-    assert (out["group_name"], out["display_name"], out["description"], out["status"]) == ("gold", "Gold", "all of it", "active")
+    assert (out["group_name"], out["display_name"], out["description"], out["status"]) == (
+        "gold",
+        "Gold",
+        "all of it",
+        "active",
+    )
     assert out["model_aliases"] == ["chat-fast", "chat-premium"]
-    assert sorted(AccessGroup.objects.get(name="gold").aliases.values_list("name", flat=True)) == ["chat-fast", "chat-premium"]
+    assert sorted(AccessGroup.objects.get(name="gold").aliases.values_list("name", flat=True)) == [
+        "chat-fast",
+        "chat-premium",
+    ]
     assert admin.get("/api/model-access-groups/gold").json() == out
 
-    updated = admin.put("/api/model-access-groups/gold", {"display_name": "Gold tier", "model_aliases": ["chat-premium"]})
+    updated = admin.put(
+        "/api/model-access-groups/gold", {"display_name": "Gold tier", "model_aliases": ["chat-premium"]}
+    )
 
     assert updated.status_code == 200
     assert (updated.json()["display_name"], updated.json()["model_aliases"]) == ("Gold tier", ["chat-premium"])
@@ -377,8 +423,16 @@ def test_access_group_changes_what_a_team_may_use(admin, acme_std):
 @pytest.mark.parametrize(
     ("body", "status", "expected"),
     [
-        ({"group_name": "standard"}, 409, {"detail": "Access group 'standard' already exists", "code": "access_group_exists"}),
-        ({"group_name": "new", "model_aliases": ["ghost"]}, 404, {"detail": "Model alias 'ghost' not found", "code": "model_not_found"}),
+        (
+            {"group_name": "standard"},
+            409,
+            {"detail": "Access group 'standard' already exists", "code": "access_group_exists"},
+        ),
+        (
+            {"group_name": "new", "model_aliases": ["ghost"]},
+            404,
+            {"detail": "Model alias 'ghost' not found", "code": "model_not_found"},
+        ),
         ({"group_name": "Bad Name"}, 422, ["body", "group_name"]),
         ({}, 422, ["body", "group_name"]),
         ({"group_name": "new", "model_aliases": "chat-fast"}, 422, ["body", "model_aliases"]),
@@ -398,7 +452,10 @@ def test_create_access_group_errors(admin, registry, body, status, expected):
 
 
 def test_access_group_unknown_is_404(admin, registry):
-    for response in (admin.get("/api/model-access-groups/ghost"), admin.put("/api/model-access-groups/ghost", {"display_name": "x"})):
+    for response in (
+        admin.get("/api/model-access-groups/ghost"),
+        admin.put("/api/model-access-groups/ghost", {"display_name": "x"}),
+    ):
         assert response.status_code == 404
         assert response.json() == {"detail": "Access group 'ghost' not found", "code": "access_group_not_found"}
 
@@ -427,7 +484,9 @@ def test_create_model_alias_command(standard, capsys):
     assert "created model alias chat-cli with 2 deployment(s)" in capsys.readouterr().out
     alias = ModelAlias.objects.get(name="chat-cli")
     assert alias.display_name == "From the CLI"
-    assert list(alias.deployments.order_by("position").values_list("litellm_model", "api_key", "api_base", "priority", "weight")) == [
+    assert list(
+        alias.deployments.order_by("position").values_list("litellm_model", "api_key", "api_base", "priority", "weight")
+    ) == [
         ("openai/gpt-4o-mini", "os.environ/OPENAI_API_KEY", "", 0, 1),
         ("openai/local", "", "http://127.0.0.1:8100/v1", 1, 2),
     ]
@@ -454,7 +513,9 @@ def test_create_model_alias_command_errors(standard, args, message):
 
 
 def test_create_access_group_command(registry, capsys):
-    call_command("create_access_group", "cli-group", "--alias", "chat-fast", "--alias", "chat-premium", "--display-name", "CLI")
+    call_command(
+        "create_access_group", "cli-group", "--alias", "chat-fast", "--alias", "chat-premium", "--display-name", "CLI"
+    )
 
     assert "created access group cli-group with 2 alias(es)" in capsys.readouterr().out
     group = AccessGroup.objects.get(name="cli-group")
@@ -464,7 +525,11 @@ def test_create_access_group_command(registry, capsys):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["standard"], "already exists"), (["new-group", "--alias", "ghost"], "ghost"), (["Bad Group"], "invalid group name")],
+    [
+        (["standard"], "already exists"),
+        (["new-group", "--alias", "ghost"], "ghost"),
+        (["Bad Group"], "invalid group name"),
+    ],
 )
 def test_create_access_group_command_errors(registry, args, message):
     with pytest.raises(CommandError, match=message):

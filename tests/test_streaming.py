@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -24,8 +25,10 @@ import pytest
 from billing import money
 from jobs.models import Job, LLMCall
 from models_registry.models import Deployment
+from tenants import services as tenant_services
+from tenants.models import TeamStatus
 from tests.conftest import make_alias, make_tenant, sse_events
-from tests.live import ROOT, ServerProcess
+from tests.live import ROOT, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -140,7 +143,8 @@ def test_stream_cut_midway_ends_with_an_error_event_and_done(llm_team, mock, sse
     assert (job.status, job.total_calls, job.failed_calls, job.billable_calls) == ("in_progress", 1, 1, 0)
 
 
-def test_provider_failure_before_the_first_byte_is_a_json_error(llm_team, mock, sse_post):
+def test_provider_failure_before_the_first_byte_is_a_json_error(llm_team, mock, sse_post, settings):
+    settings.SAAS_LLM_NUM_RETRIES = 0  # retries are test_llm_calls.py's business; litellm's backoff is slow
     make_alias("chat-500", mock.url, deployments=[{"litellm_model": "openai/mock-fail-500"}])
     job_id = new_job(llm_team)
 
@@ -148,7 +152,10 @@ def test_provider_failure_before_the_first_byte_is_a_json_error(llm_team, mock, 
 
     assert response.status_code == 502
     assert response["Content-Type"] == "application/json"
-    assert json.loads(raw) == {"detail": "The provider returned an invalid or failed response", "code": "upstream_error"}
+    assert json.loads(raw) == {
+        "detail": "The provider returned an invalid or failed response",
+        "code": "upstream_error",
+    }
     row = LLMCall.objects.get(job_id=job_id)
     assert (row.status, row.stream, row.error_code) == ("error", True, "upstream_error")
 
@@ -187,6 +194,24 @@ def test_stream_refusals_are_json_with_their_status(llm_team, llm_other_team, mo
     assert mock.requests == 0
     assert LLMCall.objects.count() == 0
 
+    tenant_services.set_team_status(team=llm_team.team, status=TeamStatus.SUSPENDED)
+    response, raw = sse_post(llm_team.key, path, {"messages": HELLO})
+    assert response.status_code == 403
+    assert json.loads(raw) == {"detail": "Team is suspended", "code": "team_suspended"}
+    assert mock.requests == 0
+
+
+def test_stream_timeout_before_the_first_byte_is_504(llm_team, mock, sse_post):
+    make_alias("chat-hang", mock.url, deployments=[{"litellm_model": "openai/mock-hang", "timeout_s": 0.5}])
+    job_id = new_job(llm_team)
+
+    response, raw = sse_post(llm_team.key, STREAM_PATH.format(job_id), {"model": "chat-hang", "messages": HELLO})
+
+    assert response.status_code == 504
+    assert json.loads(raw) == {"detail": "The provider did not answer in time", "code": "upstream_timeout"}
+    row = LLMCall.objects.get(job_id=job_id)
+    assert (row.status, row.stream, row.error_code) == ("error", True, "upstream_timeout")
+
 
 # --- a real server: client disconnects, concurrency ----------------------------------------------
 
@@ -206,38 +231,76 @@ class LiveGateway:
             return conn.execute(sql, params).fetchall()
 
 
-@pytest.fixture(scope="module")
-def live(mock_upstream, tmp_path_factory):
-    """uvicorn serving saas_llm.asgi on a file SQLite DB, seeded against the session's mock upstream."""
-    tmp = tmp_path_factory.mktemp("live-gateway")
-    db_path, keys_file = tmp / "live.sqlite3", tmp / "keys.json"
-    # REDIS_URL="" keeps the server off the Redis db the test process clears between tests.
-    env = {"SECRET_KEY": "live-test-secret", "DATABASE_URL": f"sqlite:///{db_path}", "DEBUG": "0", "REDIS_URL": ""}
-    full_env = {**os.environ, **env}
-    mock_port = mock_upstream.url.rsplit(":", 1)[1]
-    seed = (
-        "from django.core.management import call_command; call_command('migrate', verbosity=0); "
-        f"call_command('seed_demo', mock_port={mock_port}, keys_file={str(keys_file)!r})"
-    )
-    # Migrate and seed while uvicorn boots (its /health needs no table); both take seconds.
-    seeding = subprocess.Popen(
-        [sys.executable, "manage.py", "shell", "-c", seed], cwd=ROOT, env=full_env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        server = ServerProcess(
-            [sys.executable, "-m", "uvicorn", "saas_llm.asgi:application", "--port", "{port}", "--log-level", "warning"],
-            env=env,
-            timeout=60,
+class _Boot:
+    """The live gateway's processes, started early so they boot while the in-process tests run."""
+
+    def __init__(self, mock_url: str, tmp: Path):
+        self.db_path, self.keys_file = tmp / "live.sqlite3", tmp / "keys.json"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        # REDIS_URL="" keeps the server off the Redis db the test process clears between tests.
+        env = {
+            **os.environ, "PYTHONUNBUFFERED": "1", "SECRET_KEY": "live-test-secret", "DEBUG": "0",
+            "DATABASE_URL": f"sqlite:///{self.db_path}", "REDIS_URL": "",
+        }  # fmt: skip
+        seed = (
+            "from django.core.management import call_command; call_command('migrate', verbosity=0); "
+            f"call_command('seed_demo', mock_port={mock_url.rsplit(':', 1)[1]}, keys_file={str(self.keys_file)!r})"
         )
-    finally:
-        output, _ = seeding.communicate(timeout=120)
-    try:
-        assert seeding.returncode == 0, output.decode(errors="replace")
-        keys = json.loads(keys_file.read_text())
-        yield LiveGateway(server.url, db_path, keys["admin_key"], keys["team_key"])
-    finally:
-        server.stop()
+        # Migrate and seed while uvicorn boots (its /health needs no table); both take seconds.
+        self.seeding = subprocess.Popen(
+            [sys.executable, "manage.py", "shell", "-c", seed], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.log = tempfile.TemporaryFile()
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "saas_llm.asgi:application", "--port", str(self.port),
+             "--log-level", "warning"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=self.log,
+        )  # fmt: skip
+
+    def ready(self, timeout: float = 90.0) -> "LiveGateway":
+        output, _ = self.seeding.communicate(timeout=timeout)
+        assert self.seeding.returncode == 0, output.decode(errors="replace")
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.server.poll() is None, self.output()
+            try:
+                if httpx.get(self.url + "/health", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, self.output()
+            time.sleep(0.05)
+        keys = json.loads(self.keys_file.read_text())
+        return LiveGateway(self.url, self.db_path, keys["admin_key"], keys["team_key"])
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        for process in (self.seeding, self.server):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _live_boot(mock_upstream, tmp_path_factory):
+    boot = _Boot(mock_upstream.url, tmp_path_factory.mktemp("live-gateway"))
+    yield boot
+    boot.stop()
+
+
+@pytest.fixture(scope="module")
+def live(_live_boot) -> LiveGateway:
+    """uvicorn serving saas_llm.asgi on a file SQLite DB, seeded (seed_demo) against the session's mock."""
+    return _live_boot.ready()
 
 
 def wait_for_call(live: LiveGateway, job_id: str, timeout: float = 10.0) -> dict:
