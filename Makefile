@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8003
 MOCK_PORT ?= 8100
 
-.PHONY: run test lint bench serve clean
+.PHONY: run test fuzz lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ run: $(VENV)/.installed
 ## make test: install dev deps and run the whole suite
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make fuzz: Schemathesis against /openapi.json on a live server, with an admin and a team key
+fuzz: $(VENV)/.installed-dev
+	SAAS_LLM_FUZZ=1 $(BIN)/python -m pytest tests/test_schemathesis.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -7,7 +7,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from billing import money
@@ -22,6 +21,7 @@ from models_registry.models import ModelAlias, Status
 from models_registry.pricing import price_call
 from models_registry.router import DeploymentInfo, RegistryRouter, router_holder
 from models_registry.selectors import team_may_use
+from saas_llm.db import db_sync_to_async
 from saas_llm.errors import TeamSuspended
 from tenants import limits
 from tenants.auth import Principal
@@ -72,7 +72,7 @@ def admit_call(
     )
 
 
-admit_call_async = sync_to_async(admit_call, thread_sensitive=False)
+admit_call_async = db_sync_to_async(admit_call)
 
 
 def team_limits(team: Team) -> limits.Limits:
@@ -98,7 +98,7 @@ async def admit_rate(admitted: AdmittedCall) -> limits.Admission:
     )
 
 
-record_call_async = sync_to_async(services.record_call, thread_sensitive=False)
+record_call_async = db_sync_to_async(services.record_call)
 
 
 def usage_of(response: Any) -> tuple[int, int]:

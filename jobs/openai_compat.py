@@ -11,7 +11,6 @@ import time
 import uuid
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, JsonResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -26,6 +25,7 @@ from models_registry.models import ModelAlias, Status
 from models_registry.selectors import list_allowed_aliases, team_may_use
 from saas_llm.api import validate_data
 from saas_llm.async_views import AsyncAPIView, json_body
+from saas_llm.db import db_sync_to_async
 from saas_llm.errors import BadRequest, TeamMismatch, TeamSuspended, render_exception
 from saas_llm.fields import SlugIdField, StrictCharField, StrictIntegerField
 from tenants import limits
@@ -157,9 +157,9 @@ def finish_adhoc_job(*, admitted: gateway.AdmittedCall, record: gateway.CallReco
     )
 
 
-check_adhoc_async = sync_to_async(check_adhoc, thread_sensitive=False)
-open_adhoc_job_async = sync_to_async(open_adhoc_job, thread_sensitive=False)
-finish_adhoc_job_async = sync_to_async(finish_adhoc_job, thread_sensitive=False)
+check_adhoc_async = db_sync_to_async(check_adhoc)
+open_adhoc_job_async = db_sync_to_async(open_adhoc_job)
+finish_adhoc_job_async = db_sync_to_async(finish_adhoc_job)
 
 
 class ChatCompletionsView(AsyncAPIView):
@@ -211,7 +211,7 @@ class ChatCompletionsView(AsyncAPIView):
             )
             admission = await gateway.admit_rate(admitted)
         else:
-            team = await sync_to_async(_acting_team, thread_sensitive=False)(request.auth, request)
+            team = await db_sync_to_async(_acting_team)(request.auth, request)
             await check_adhoc_async(team=team, alias=data["model"])
             probe = gateway.AdmittedCall(
                 team=team,
@@ -288,8 +288,8 @@ class ModelsView(AsyncAPIView):
 
     @extend_schema(operation_id="openai_models_list", responses={200: ModelListOut}, tags=["openai"])
     async def get(self, request: HttpRequest):
-        team = await sync_to_async(_acting_team, thread_sensitive=False)(request.auth, request)
-        aliases = await sync_to_async(lambda: list(list_allowed_aliases(team.id)), thread_sensitive=False)()
+        team = await db_sync_to_async(_acting_team)(request.auth, request)
+        aliases = await db_sync_to_async(lambda: list(list_allowed_aliases(team.id)))()
         data = [
             {"id": alias.name, "object": "model", "created": int(alias.created_at.timestamp()), "owned_by": "saas-llm"}
             for alias in aliases

@@ -2,7 +2,7 @@
 
 from decimal import Decimal
 
-from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -108,21 +108,20 @@ class AliasOut(AliasPublicOut):
         return sorted(group.name for group in alias.access_groups.all())
 
 
-ALIAS_VIEW = PolymorphicProxySerializer(
-    component_name="ModelAliasView",
-    serializers=[AliasOut, AliasPublicOut],
-    resource_type_field_name=None,
-    many=False,
-)
+class AliasViewOut(AliasPublicOut):
+    """What GET returns: everything for admin keys; team keys get only the public fields."""
+
+    access_groups = serializers.ListField(child=serializers.CharField(), required=False, help_text="Admin keys only.")
+    deployments = DeploymentOut(many=True, required=False, help_text="Admin keys only.")
+    created_at = serializers.DateTimeField(required=False, help_text="Admin keys only.")
+    updated_at = serializers.DateTimeField(required=False, help_text="Admin keys only.")
 
 
 class AliasListOut(serializers.Serializer):
     count = serializers.IntegerField()
     next = serializers.URLField(allow_null=True)
     previous = serializers.URLField(allow_null=True)
-    results = serializers.ListField(
-        child=serializers.DictField(), help_text="AliasOut for admin keys, AliasPublicOut for team keys"
-    )
+    results = AliasViewOut(many=True)
 
 
 class GroupFieldsIn(StrictSerializer):
@@ -181,7 +180,7 @@ class AliasDetailView(APIView):
     def get_permissions(self):
         return [IsAdminKey()] if self.request.method == "PUT" else super().get_permissions()
 
-    @extend_schema(operation_id="model_aliases_retrieve", responses={200: ALIAS_VIEW}, tags=["models"])
+    @extend_schema(operation_id="model_aliases_retrieve", responses={200: AliasViewOut}, tags=["models"])
     def get(self, request: Request, alias_name: str) -> Response:
         if request.auth.is_admin:
             return Response(AliasOut(get_alias_with_deployments(alias_name)).data)

@@ -10,11 +10,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from models_registry.models import Deployment, RegistryVersion, Status
 from models_registry.pricing import Prices, resolve_prices
+from saas_llm.db import db_sync_to_async
 
 logger = logging.getLogger(__name__)
 
@@ -134,9 +134,9 @@ class RouterHolder:
         # No lock: two concurrent rebuilds after a registry change are harmless (same result).
         if self._current is not None and time.monotonic() - self._checked_at < REGISTRY_CHECK_INTERVAL_S:
             return self._current
-        version = await sync_to_async(current_version, thread_sensitive=False)()
+        version = await db_sync_to_async(current_version)()
         if self._current is None or self._current.version != version:
-            self._current = await sync_to_async(build_router, thread_sensitive=False)(version, self._current)
+            self._current = await db_sync_to_async(build_router)(version, self._current)
             logger.info("litellm Router built for registry version %s", version)
         self._checked_at = time.monotonic()
         return self._current

@@ -9,11 +9,12 @@ import inspect
 import json
 from typing import Any
 
-from asgiref.sync import markcoroutinefunction, sync_to_async
+from asgiref.sync import markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.views import APIView
 
+from saas_llm.db import db_sync_to_async
 from saas_llm.errors import BadRequest, render_exception
 from tenants.auth import parse_bearer, resolve_api_key
 
@@ -41,7 +42,7 @@ def json_body(request: HttpRequest) -> Any:
         raise BadRequest("Malformed JSON: nested too deeply", code="invalid_request") from None
 
 
-resolve_api_key_async = sync_to_async(resolve_api_key, thread_sensitive=False)
+resolve_api_key_async = db_sync_to_async(resolve_api_key)
 
 
 class AsyncAPIView(APIView):

@@ -11,11 +11,12 @@ import hashlib
 import logging
 from datetime import timedelta
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 
+from saas_llm.db import db_sync_to_async
 from tenants.models import IdempotencyRecord, IdempotencyStatus, hash_key
 
 logger = logging.getLogger(__name__)
@@ -129,9 +130,9 @@ def purge_expired(*, now=None) -> int:
     return deleted
 
 
-_begin_async = sync_to_async(begin, thread_sensitive=False)
-_finish_async = sync_to_async(finish, thread_sensitive=False)
-_abandon_async = sync_to_async(abandon, thread_sensitive=False)
+_begin_async = db_sync_to_async(begin)
+_finish_async = db_sync_to_async(finish)
+_abandon_async = db_sync_to_async(abandon)
 
 
 class IdempotencyMiddleware:

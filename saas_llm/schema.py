@@ -47,15 +47,39 @@ ERROR_DESCRIPTIONS = {
     "405": "Method not allowed",
     "409": "Conflict (duplicate id, finished job, idempotency key in progress)",
     "422": "Validation error",
-    "503": "Database unavailable",
+    "429": "Rate limited",
+    "502": "The provider failed",
+    "503": "Database unavailable or no healthy deployment",
+    "504": "The provider timed out",
+}
+
+
+OPENAI_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": "string", "nullable": True},
+                "code": {"type": "string", "nullable": True},
+            },
+            "required": ["message", "type"],
+        }
+    },
+    "required": ["error"],
 }
 
 
 def add_error_responses(result, generator, request, public):
-    """Document the error contract of SPEC §4 on every authenticated operation."""
-    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
-    reference = {"$ref": "#/components/schemas/Error"}
+    """Document the error contract of SPEC §4 on every authenticated operation (OpenAI's shape on /v1/)."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"], schemas["OpenAIError"] = ERROR_SCHEMA, OPENAI_ERROR_SCHEMA
     for path, operations in result.get("paths", {}).items():
+        reference = {
+            "$ref": "#/components/schemas/OpenAIError" if path.startswith("/v1/") else "#/components/schemas/Error"
+        }
         for method, operation in operations.items():
             if path == "/health" or method not in ("get", "post", "put", "patch", "delete"):
                 continue
@@ -63,6 +87,8 @@ def add_error_responses(result, generator, request, public):
             if method in ("post", "put", "patch"):
                 codes += ["400", "409"]
             responses = operation.setdefault("responses", {})
+            if path.startswith("/v1/"):
+                codes = [code for code in codes if code != "422"] + ["400", "429", "502", "503", "504"]
             for code in codes:
                 entry = responses.setdefault(code, {"description": ERROR_DESCRIPTIONS[code]})
                 entry.setdefault("content", {"application/json": {"schema": reference}})

@@ -818,13 +818,6 @@ def test_concurrent_calls_on_one_job_roll_up_exactly(llm_team, mock):
 @pytest.mark.live
 @pytest.mark.django_db(transaction=True, reset_sequences=True)  # the registry the live server has cached
 @needs_postgres_and_redis()
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the LLM-call path's DB steps run in sync_to_async(thread_sensitive=False) worker threads that "
-    "never see request_started/finished, so close_old_connections() never runs there: once Postgres drops "
-    "their connections (restart, failover, idle kill) every LLM call answers 503 database_unavailable until "
-    "the process restarts, while the sync views recover (saas_llm/async_views.py, jobs/gateway.py, …)",
-)
 def test_llm_calls_recover_after_the_database_drops_connections(llm_team, mock, live_gateway):
     import httpx
     from django.db import connection
