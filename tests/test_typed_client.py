@@ -347,7 +347,7 @@ def test_stream_errors_before_and_after_the_first_byte(gateway):
             with pytest.raises(StreamError) as broken:
                 async for chunk in stream:
                     seen.append(chunk.content)
-            assert broken.value is stream.error and broken.value.code == "upstream_unavailable"
+            assert broken.value is stream.error and broken.value.code == "upstream_error"
             assert isinstance(broken.value, SaaSLLMError) and stream.done and stream.usage is None
             assert "tok0 " in seen  # the tokens that arrived before the provider failed
             calls = (await client.get_costs(job_id)).breakdown
