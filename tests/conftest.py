@@ -236,7 +236,7 @@ def needs_postgres_and_redis():
 
 
 @pytest.fixture(scope="session")
-def live_gateway(django_db_setup, mock_upstream):
+def live_gateway(django_db_setup):
     """`uvicorn --workers 2` serving the test database and Redis, for cross-process tests.
 
     Each worker keeps its litellm Router across tests, keyed by registry version and deployment
@@ -306,7 +306,7 @@ class WebhookReceiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[dict]:

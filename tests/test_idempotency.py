@@ -309,20 +309,23 @@ def test_rate_limited_responses_are_not_stored(chat_alias, mock):
 def test_a_retry_while_the_first_runs_is_409(llm_team, mock):
     job_id = new_job(llm_team)
     path = f"/api/jobs/{job_id}/llm-call"
-    slow = {"messages": [{"role": "user", "content": "hello [[mock:latency=1500]]"}]}
+    slow = {"messages": [{"role": "user", "content": "hello [[mock:latency=3000]]"}]}
     results = {}
     thread = threading.Thread(target=lambda: results.update(first=apost(llm_team.key, path, slow, idem("slow"))))
     thread.start()
-    deadline = time.monotonic() + 10
-    while not IdempotencyRecord.objects.filter(key="slow", status=IdempotencyStatus.IN_PROGRESS).exists():
+    # Wait until the first request is at the provider: its key is claimed and its database writes
+    # are done (so nothing here races it on SQLite), and it answers 3 s later.
+    deadline = time.monotonic() + 30
+    while mock.stats()["requests"] < 1:
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    assert IdempotencyRecord.objects.get(key="slow").status == IdempotencyStatus.IN_PROGRESS
 
     during = apost(llm_team.key, path, slow, idem("slow"))
     thread.join(timeout=20)
     after = apost(llm_team.key, path, slow, idem("slow"))
 
-    assert during.status_code == 409
+    assert during.status_code == 409, (during.content, results)
     assert during.json() == IN_PROGRESS
     assert results["first"].status_code == 200
     assert after.headers["Idempotent-Replayed"] == "true" and after.json() == results["first"].json()

@@ -511,8 +511,8 @@ def test_tpm_exact_across_processes(limited_team, mock, live_gateway):
     # Each call estimates (prompt + 1000) tokens; 10 × (prompt + 1000) fit, 11 never do.
     tenant = limited_team(tpm_limit=10_500)
     job_id = new_job(tenant)
-    # The mock holds every admitted call for 3 s, so no call's actual usage frees tokens early.
-    body = {"messages": [{"role": "user", "content": "hello [[mock:latency=3000]]"}], "max_tokens": 1000}
+    # The mock holds every admitted call for 4 s, so no call's actual usage frees tokens early.
+    body = {"messages": [{"role": "user", "content": "hello [[mock:latency=4000]]"}], "max_tokens": 1000}
 
     started = time.monotonic()
     responses = fire(live_gateway.url, tenant.key, f"/api/jobs/{job_id}/llm-call", [body] * 40)
@@ -539,7 +539,8 @@ def test_tpm_exact_across_processes(limited_team, mock, live_gateway):
 def test_parallel_exact_across_processes(limited_team, mock, live_gateway):
     tenant = limited_team(max_parallel_requests=5)
     job_id = new_job(tenant)
-    slow = {"messages": [{"role": "user", "content": "hello [[mock:latency=2000]]"}]}
+    # Each admitted call holds its slot for 3 s: every other request arrives while 5 are in flight.
+    slow = {"messages": [{"role": "user", "content": "hello [[mock:latency=3000]]"}]}
 
     responses = fire(live_gateway.url, tenant.key, f"/api/jobs/{job_id}/llm-call", [slow] * 30)
     after = fire(live_gateway.url, tenant.key, f"/api/jobs/{job_id}/llm-call", [{"messages": HELLO}] * 5)

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -486,24 +487,37 @@ def test_a_claimed_delivery_is_not_sent_twice(acme, webhook_receiver):
 eager_only = pytest.mark.skipif(not settings.CELERY_TASK_ALWAYS_EAGER, reason="a broker is configured")
 
 
+def wait_for_background_sends(started_before: set, timeout: float = 10.0) -> None:
+    """Until every delivery thread started since `started_before` is done (a retry's thread is
+    started by the attempt before it). Only then is the test database read: the in-memory SQLite
+    test database makes a reader and a concurrent writer fail instead of waiting."""
+    deadline = time.monotonic() + timeout
+    while any(
+        isinstance(thread, threading.Timer) and thread.is_alive() and thread not in started_before
+        for thread in threading.enumerate()
+    ):
+        assert time.monotonic() < deadline, "background deliveries did not finish"
+        time.sleep(0.02)
+
+
 @eager_only
 @pytest.mark.django_db(transaction=True)
 def test_without_a_broker_completion_delivers_in_the_background(acme, webhook_receiver, webhook_settings):
     webhook_settings.SAAS_LLM_WEBHOOK_RETRY_SCHEDULE = [0.2, 0.2]
     hook = register(acme, webhook_receiver.url)
     webhook_receiver.statuses = [500]
+    threads_before = set(threading.enumerate())
 
     job_id = finish_job_with_one_call(acme)
     requests = webhook_receiver.wait_for(2, timeout=10)
+    wait_for_background_sends(threads_before)
 
     assert len(requests) == 2
     assert all(verify_signature(hook["secret"], r["headers"], r["body"]) for r in requests)
     assert json.loads(requests[1]["body"])["job_id"] == job_id
-    deadline = time.monotonic() + 5
-    while WebhookDelivery.objects.get().status != DeliveryStatus.DELIVERED:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    assert WebhookDelivery.objects.get().attempts == 2
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts) == (DeliveryStatus.DELIVERED, 2)
+    assert list(DeliveryAttempt.objects.order_by("number").values_list("status_code", flat=True)) == [500, 200]
 
 
 @eager_only
@@ -520,13 +534,12 @@ def test_sweep_sends_deliveries_whose_task_was_lost(acme, webhook_receiver):
     WebhookDelivery.objects.create(
         event=later_event, endpoint=endpoint, next_attempt_at=timezone.now() + timedelta(hours=1)
     )
+    threads_before = set(threading.enumerate())
 
     assert webhooks.sweep_due_deliveries() == 1
     [request] = webhook_receiver.wait_for(1)
+    wait_for_background_sends(threads_before)
 
     assert request["headers"]["webhook-id"] == str(event.id)
-    deadline = time.monotonic() + 5
-    while WebhookDelivery.objects.get(pk=lost.pk).status != DeliveryStatus.DELIVERED:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    assert WebhookDelivery.objects.get(pk=lost.pk).status == DeliveryStatus.DELIVERED
     assert WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING).count() == 1  # the one not yet due
