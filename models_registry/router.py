@@ -92,16 +92,17 @@ def registry_model_list() -> tuple[list[dict], dict[str, DeploymentInfo]]:
     return model_list, infos
 
 
-def build_router(version: int, previous: RegistryRouter | None = None) -> RegistryRouter:
-    """A Router for the registry at `version`; reuses `previous`'s Router (and its cooldowns) if any."""
+def build_router(version: int) -> RegistryRouter:
+    """A new Router for the registry at `version` (sync: call it off the event loop).
+
+    Always a new instance, swapped in whole: updating a Router in place (`set_model_list`) while
+    other requests are routing through it makes some of them fail.
+    """
     import litellm
     from litellm import Router
     from litellm.types.router import RetryPolicy
 
     model_list, infos = registry_model_list()
-    if previous is not None:
-        previous.router.set_model_list(model_list)
-        return RegistryRouter(version=version, router=previous.router, deployments=infos)
     litellm.suppress_debug_info = True
     router = Router(
         model_list=model_list,
@@ -129,21 +130,29 @@ class RouterHolder:
     def __init__(self) -> None:
         self._current: RegistryRouter | None = None
         self._checked_at = 0.0
+        self._refreshing = False
 
     async def get(self) -> RegistryRouter:
-        # No lock: two concurrent rebuilds after a registry change are harmless (same result).
         if self._current is not None and time.monotonic() - self._checked_at < REGISTRY_CHECK_INTERVAL_S:
             return self._current
-        version = await db_sync_to_async(current_version)()
-        if self._current is None or self._current.version != version:
-            self._current = await db_sync_to_async(build_router)(version, self._current)
-            logger.info("litellm Router built for registry version %s", version)
-        self._checked_at = time.monotonic()
+        if self._refreshing and self._current is not None:
+            return self._current  # another request of this event loop is checking: use the current one
+        self._refreshing = True
+        try:
+            version = await db_sync_to_async(current_version)()
+            if self._current is None or self._current.version != version:
+                # In-flight calls keep their reference to the old Router and finish on it.
+                self._current = await db_sync_to_async(build_router)(version)
+                logger.info("litellm Router built for registry version %s", version)
+            self._checked_at = time.monotonic()
+        finally:
+            self._refreshing = False
         return self._current
 
     def reset(self) -> None:
         self._current = None
         self._checked_at = 0.0
+        self._refreshing = False
 
 
 router_holder = RouterHolder()
