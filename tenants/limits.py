@@ -24,6 +24,7 @@ WINDOW_S = 60.0
 SLOT_TTL_S = 900.0
 # Redis down (connection refused) fails open at once; a hung Redis after this long.
 REDIS_TIMEOUT_S = 2.0
+REDIS_CONNECT_TIMEOUT_S = 5.0
 REDIS_POOL_SIZE = 8
 
 
@@ -172,7 +173,8 @@ class RedisLimiter:
                 max_connections=REDIS_POOL_SIZE,
                 timeout=None,
                 socket_timeout=REDIS_TIMEOUT_S,
-                socket_connect_timeout=REDIS_TIMEOUT_S,
+                # A refused connection fails at once; this only bounds a Redis that accepts and hangs.
+                socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
             )
             client = aioredis.Redis(connection_pool=pool)
             client.admit_script = client.register_script(LUA_ADMIT)
