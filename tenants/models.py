@@ -5,7 +5,6 @@ from decimal import Decimal
 
 from django.core.validators import MinValueValidator
 from django.db import models
-from django.db.models import Q
 from django.utils import timezone
 
 from saas_llm.slugs import SLUG_MAX_LENGTH, slug_validator
@@ -130,8 +129,6 @@ class ApiKey(models.Model):
     def display_prefix(raw_key: str) -> str:
         return raw_key[: len(KEY_PREFIX) + KEY_DISPLAY_CHARS]
 
-
-ACTIVE_KEY = Q(revoked_at__isnull=True)
 
 
 class Event(models.Model):
