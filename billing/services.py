@@ -2,7 +2,8 @@
 
 Every function runs one short transaction that locks the team's CreditAccount row
 (`SELECT … FOR UPDATE`; on SQLite the IMMEDIATE transaction serialises writers) and writes the
-ledger entry and the cached balance together. No network I/O happens inside.
+ledger entry and the cached balance together. No network I/O happens inside. Inside a caller's
+transaction the hold/settle/release steps take no savepoint: any error aborts the whole change.
 """
 
 import uuid
@@ -27,11 +28,11 @@ def open_account(*, team: Team) -> CreditAccount:
 
 
 def _locked_account(team: Team) -> CreditAccount:
-    account = CreditAccount.objects.select_for_update().filter(team=team).first()
-    if account is None:
+    try:
+        return CreditAccount.objects.select_for_update().get(team=team)
+    except CreditAccount.DoesNotExist:
         CreditAccount.objects.get_or_create(team=team)
-        account = CreditAccount.objects.select_for_update().get(team=team)
-    return account
+        return CreditAccount.objects.select_for_update().get(team=team)
 
 
 def _check_low_balance(team: Team, account: CreditAccount, *, rearm: bool) -> None:
@@ -140,7 +141,7 @@ def reserve_for_job(*, team: Team, job_id: uuid.UUID) -> Reservation:
         budget_mode=team.budget_mode, credits_per_job=team.credits_per_job, min_reservation=team.min_reservation
     )
     expires_at = timezone.now() + timedelta(seconds=settings.SAAS_LLM_JOB_TIMEOUT_S + 3600)
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         account = _locked_account(team)
         if account.remaining_units < units:
             raise InsufficientCredits()
@@ -175,7 +176,7 @@ def check_call_allowed(*, team: Team, job_id: uuid.UUID | None) -> None:
 
 def accrue_usage(*, team: Team, job_id: uuid.UUID, accrued_units: int) -> None:
     """Grow an open reservation to the job's accrued usage (usage modes), so remaining reflects it."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         account = _locked_account(team)
         reservation = (
             Reservation.objects.select_for_update().filter(job_id=job_id, status=ReservationStatus.OPEN).first()
@@ -201,14 +202,16 @@ def settle_job(
     if charge_units < 0:
         raise ValueError("charge must not be negative")
     reference = f"charge:{job_id}"
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         account = _locked_account(team)
-        existing = LedgerEntry.objects.filter(reference=reference).first()
-        if existing is not None:
-            return existing
         reservation = Reservation.objects.select_for_update().filter(job_id=job_id).first()
-        if reservation is not None and reservation.status != ReservationStatus.OPEN:
-            return None  # already settled with no charge, or released: never charge after the fact
+        if reservation is None or reservation.status != ReservationStatus.OPEN:
+            # An open hold means no charge yet (a charge closes the hold in its transaction).
+            existing = LedgerEntry.objects.filter(reference=reference).first()
+            if existing is not None:
+                return existing
+            if reservation is not None:
+                return None  # already settled with no charge, or released: never charge after the fact
         if reservation is not None:
             account.reserved_units -= reservation.amount_units
             reservation.status = ReservationStatus.SETTLED
@@ -232,7 +235,7 @@ def settle_job(
 
 def release_job(*, team: Team, job_id: uuid.UUID) -> bool:
     """Release a job's hold without charging (failed/cancelled/expired). Idempotent; False if not open."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         account = _locked_account(team)
         reservation = (
             Reservation.objects.select_for_update().filter(job_id=job_id, status=ReservationStatus.OPEN).first()

@@ -1,5 +1,5 @@
 """The LLM-call path shared by the JSON and streaming endpoints: admission, provider call, pricing,
-error mapping. DB work happens in two short sync steps (admit, record) run off the event loop."""
+error mapping. DB work happens in short sync steps (admit, record) run off the event loop."""
 
 import logging
 import time
@@ -41,6 +41,7 @@ class AdmittedCall:
     messages: list[dict]
     params: dict[str, Any]
     call_id: uuid.UUID
+    single_call: bool = False  # the job exists for this call: recording the call completes it
 
     @property
     def request_body(self) -> dict | None:
@@ -72,9 +73,6 @@ def admit_call(
     )
 
 
-admit_call_async = db_sync_to_async(admit_call)
-
-
 def team_limits(team: Team) -> limits.Limits:
     return limits.Limits(rpm=team.rpm_limit, tpm=team.tpm_limit, parallel=team.max_parallel_requests)
 
@@ -98,7 +96,10 @@ async def admit_rate(admitted: AdmittedCall) -> limits.Admission:
     )
 
 
-record_call_async = db_sync_to_async(services.record_call)
+@db_sync_to_async
+def save_call(admitted: AdmittedCall, record: CallRecord) -> None:
+    """Write the call row (and complete a single-call job) in one transaction, off the event loop."""
+    services.record_call(team=admitted.team, job_id=admitted.job.id, record=record, complete_job=admitted.single_call)
 
 
 def usage_of(response: Any) -> tuple[int, int]:
@@ -229,8 +230,8 @@ async def call_provider(admitted: AdmittedCall) -> tuple[dict, float, CallRecord
         )
     except Exception as exc:
         mapped = upstream_error(exc)
-        record = error_record(admitted, exc, mapped, latency_ms=elapsed_ms(started), stream=False)
-        await record_call_async(team=admitted.team, job_id=admitted.job.id, record=record)
+        call_record = error_record(admitted, exc, mapped, latency_ms=elapsed_ms(started), stream=False)
+        await save_call(admitted, call_record)
         raise mapped from None
     provider_s = time.perf_counter() - started
     info, fallbacks = served_by(registry, response)
@@ -244,7 +245,7 @@ async def call_provider(admitted: AdmittedCall) -> tuple[dict, float, CallRecord
         "finish_reason": normalise_finish_reason(choice.finish_reason),
         "tool_calls": tool_calls,
     }
-    record = priced_record(
+    call_record = priced_record(
         admitted,
         status=CallStatus.SUCCESS,
         info=info,
@@ -256,5 +257,5 @@ async def call_provider(admitted: AdmittedCall) -> tuple[dict, float, CallRecord
         fallbacks=fallbacks,
         response_body=body_out if admitted.team.store_prompts else None,
     )
-    await record_call_async(team=admitted.team, job_id=admitted.job.id, record=record)
-    return body_out, provider_s, record
+    await save_call(admitted, call_record)
+    return body_out, provider_s, call_record

@@ -97,11 +97,42 @@ class NumberField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
+class FunctionCallIn(serializers.Serializer):
+    name = StrictCharField(max_length=256)
+    arguments = StrictCharField(allow_blank=True, trim_whitespace=False)
+
+
+class ToolCallIn(serializers.Serializer):
+    """A tool call of an assistant message, in OpenAI's shape (what providers accept back)."""
+
+    id = StrictCharField(max_length=256)
+    type = serializers.ChoiceField(choices=["function"])
+    function = FunctionCallIn()
+
+
+class FunctionDefIn(serializers.Serializer):
+    name = StrictCharField(max_length=64)
+    description = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
+    parameters = serializers.DictField(required=False)
+    strict = serializers.BooleanField(required=False, allow_null=True)
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        return {key: value[key] for key in ("name", "description", "parameters", "strict") if key in value}
+
+
+class ToolIn(serializers.Serializer):
+    """A tool definition: {"type": "function", "function": {"name", "description"?, "parameters"?}}."""
+
+    type = serializers.ChoiceField(choices=["function"])
+    function = FunctionDefIn()
+
+
 class MessageIn(serializers.Serializer):
     role = serializers.ChoiceField(choices=ROLES)
     content = ContentField(required=False, allow_null=True)
     name = StrictCharField(max_length=256, required=False)
-    tool_calls = serializers.ListField(child=serializers.DictField(), required=False)
+    tool_calls = ToolCallIn(many=True, required=False, max_length=128)
     tool_call_id = StrictCharField(max_length=256, required=False)
 
     def validate(self, data: dict) -> dict:
@@ -127,7 +158,7 @@ class LLMCallIn(serializers.Serializer):
     frequency_penalty = NumberField(required=False, min_value=-2, max_value=2)
     seed = StrictIntegerField(required=False)
     response_format = serializers.DictField(required=False)
-    tools = serializers.ListField(child=serializers.DictField(), required=False, max_length=128)
+    tools = ToolIn(many=True, required=False, max_length=128)
     tool_choice = ToolChoiceField(required=False)
     metadata = MetadataField()
 

@@ -9,6 +9,7 @@ OpenAI's shape `{"error": {"message", "type", "code", "param"}}` and status code
 
 import time
 import uuid
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
@@ -18,8 +19,7 @@ from rest_framework import serializers
 from billing import services as billing
 from jobs import gateway, services, streaming
 from jobs.errors import UpstreamError
-from jobs.llm_input import FORWARDED_PARAMS, MessageIn, NumberField, StopField, ToolChoiceField
-from jobs.models import CallStatus, JobStatus
+from jobs.llm_input import FORWARDED_PARAMS, MessageIn, NumberField, StopField, ToolChoiceField, ToolIn
 from models_registry.errors import AliasNotFound, ModelNotAllowed
 from models_registry.models import ModelAlias, Status
 from models_registry.selectors import list_allowed_aliases, team_may_use
@@ -63,7 +63,7 @@ class ChatCompletionIn(serializers.Serializer):
     frequency_penalty = NumberField(required=False, min_value=-2, max_value=2)
     seed = StrictIntegerField(required=False)
     response_format = serializers.DictField(required=False)
-    tools = serializers.ListField(child=serializers.DictField(), required=False, max_length=128)
+    tools = ToolIn(many=True, required=False, max_length=128)
     tool_choice = ToolChoiceField(required=False)
     parallel_tool_calls = serializers.BooleanField(required=False)
     user = StrictCharField(max_length=255, required=False)
@@ -137,34 +137,50 @@ def check_adhoc(*, team: Team, alias: str) -> None:
         raise ModelNotAllowed(alias)
 
 
-def open_adhoc_job(*, team: Team, alias: str, messages: list, params: dict, user: str | None) -> gateway.AdmittedCall:
-    """Create the single-call job (reserving its credits) and admit the call on it."""
-    billing.check_call_allowed(team=team, job_id=None)  # before the job exists: a refusal leaves nothing
-    job = services.create_job(team=team, job_type="chat.completions", user_id=user)
-    services.mark_started(job=job)
-    return gateway.AdmittedCall(
-        team=team, job=job, alias=alias, purpose="", messages=messages, params=params, call_id=uuid.uuid4()
-    )
+@dataclass
+class PreparedChat:
+    data: dict
+    params: dict
+    team: Team
+    admitted: gateway.AdmittedCall | None  # a call attached to an open job (X-Job-Id), admitted
 
 
-def finish_adhoc_job(*, admitted: gateway.AdmittedCall, record: gateway.CallRecord) -> None:
-    status = JobStatus.COMPLETED if record.status in (CallStatus.SUCCESS, CallStatus.CANCELLED) else JobStatus.FAILED
-    services.complete_job(
-        team=admitted.team,
-        job_id=admitted.job.id,
-        status=status,
-        error_message=record.error or None if status == JobStatus.FAILED else None,
-    )
+def prepare_chat(request: HttpRequest) -> PreparedChat:
+    """Validation and every check before the rate limiter (sync: the view's prepare step)."""
+    data = validate_data(ChatCompletionIn, json_body(request), "body")
+    params = {name: data[name] for name in OPENAI_PARAMS if name in data}
+    if data.get("stream") and request.headers.get("Idempotency-Key"):
+        raise BadRequest("Idempotency-Key is not supported for streaming requests", code="idempotency_not_supported")
+    job_id = request.headers.get("X-Job-Id")
+    if job_id:
+        admitted = gateway.admit_call(
+            principal=request.auth,
+            job_id=job_id,
+            alias=data["model"],
+            purpose="",
+            messages=data["messages"],
+            params=params,
+        )
+        return PreparedChat(data=data, params=params, team=admitted.team, admitted=admitted)
+    team = _acting_team(request.auth, request)
+    check_adhoc(team=team, alias=data["model"])
+    return PreparedChat(data=data, params=params, team=team, admitted=None)
 
 
-check_adhoc_async = db_sync_to_async(check_adhoc)
-open_adhoc_job_async = db_sync_to_async(open_adhoc_job)
-finish_adhoc_job_async = db_sync_to_async(finish_adhoc_job)
+@db_sync_to_async
+def open_single_call_job(call: gateway.AdmittedCall, user: str | None) -> gateway.AdmittedCall:
+    """Create the single-call job, started, with its credit hold; the call is admitted on it."""
+    billing.check_call_allowed(team=call.team, job_id=None)  # before the job exists: a refusal leaves nothing
+    job = services.create_job(team=call.team, job_type="chat.completions", user_id=user, started=True)
+    return replace(call, job=job, single_call=True)
 
 
 class ChatCompletionsView(AsyncAPIView):
     def handle_error(self, exc: Exception):
         return openai_error(exc)
+
+    def prepare(self, request: HttpRequest) -> PreparedChat:
+        return prepare_chat(request)
 
     @extend_schema(
         operation_id="openai_chat_completions",
@@ -190,56 +206,32 @@ class ChatCompletionsView(AsyncAPIView):
         tags=["openai"],
     )
     async def post(self, request: HttpRequest):
-        received = time.perf_counter()
-        data = validate_data(ChatCompletionIn, json_body(request), "body")
-        params = {name: data[name] for name in OPENAI_PARAMS if name in data}
+        received = request.received_at
+        prepared: PreparedChat = self.prepared
+        data = prepared.data
         stream = data.get("stream", False)
-        if stream and request.headers.get("Idempotency-Key"):
-            raise BadRequest(
-                "Idempotency-Key is not supported for streaming requests", code="idempotency_not_supported"
-            )
-        job_id = request.headers.get("X-Job-Id")
-        adhoc = not job_id
-        if job_id:
-            admitted = await gateway.admit_call_async(
-                principal=request.auth,
-                job_id=job_id,
-                alias=data["model"],
-                purpose="",
-                messages=data["messages"],
-                params=params,
-            )
+        if prepared.admitted is not None:
+            admitted = prepared.admitted
             admission = await gateway.admit_rate(admitted)
         else:
-            team = await db_sync_to_async(_acting_team)(request.auth, request)
-            await check_adhoc_async(team=team, alias=data["model"])
             probe = gateway.AdmittedCall(
-                team=team,
+                team=prepared.team,
                 job=None,
                 alias=data["model"],
                 purpose="",
                 messages=data["messages"],
-                params=params,
+                params=prepared.params,
                 call_id=uuid.uuid4(),
             )
             admission = await gateway.admit_rate(probe)
             try:
-                admitted = await open_adhoc_job_async(
-                    team=team, alias=data["model"], messages=data["messages"], params=params, user=data.get("user")
-                )
+                admitted = await open_single_call_job(probe, data.get("user"))
             except BaseException:
                 await limits.release(admission, actual_tokens=0)
                 raise
         if stream:
             include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-
-            async def on_recorded(record: gateway.CallRecord) -> None:
-                if adhoc:
-                    await finish_adhoc_job_async(admitted=admitted, record=record)
-
-            response = await streaming.start_stream(
-                admitted, admission, received=received, include_usage=include_usage, on_recorded=on_recorded
-            )
+            response = await streaming.start_stream(admitted, admission, received=received, include_usage=include_usage)
             response["X-Job-Id"] = str(admitted.job.id)
             return response
         actual_tokens = None
@@ -248,16 +240,9 @@ class ChatCompletionsView(AsyncAPIView):
             actual_tokens = record.prompt_tokens + record.completion_tokens
         except UpstreamError as exc:
             exc.headers.update(admission.headers)
-            if adhoc:
-                await finish_adhoc_job_async(
-                    admitted=admitted,
-                    record=gateway.CallRecord(model_alias=admitted.alias, status=CallStatus.ERROR, error=exc.detail),
-                )
             raise
         finally:
             await limits.release(admission, actual_tokens=actual_tokens)
-        if adhoc:
-            await finish_adhoc_job_async(admitted=admitted, record=record)
         message: dict[str, Any] = {"role": "assistant", "content": body["content"]}
         if body.get("tool_calls"):
             message["tool_calls"] = body["tool_calls"]
@@ -286,12 +271,13 @@ class ModelsView(AsyncAPIView):
     def handle_error(self, exc: Exception):
         return openai_error(exc)
 
+    def prepare(self, request: HttpRequest) -> list[ModelAlias]:
+        return list(list_allowed_aliases(_acting_team(request.auth, request).id))
+
     @extend_schema(operation_id="openai_models_list", responses={200: ModelListOut}, tags=["openai"])
     async def get(self, request: HttpRequest):
-        team = await db_sync_to_async(_acting_team)(request.auth, request)
-        aliases = await db_sync_to_async(lambda: list(list_allowed_aliases(team.id)))()
         data = [
             {"id": alias.name, "object": "model", "created": int(alias.created_at.timestamp()), "owned_by": "saas-llm"}
-            for alias in aliases
+            for alias in self.prepared
         ]
         return JsonResponse({"object": "list", "data": data})

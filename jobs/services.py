@@ -31,13 +31,18 @@ def create_job(
     metadata: dict | None = None,
     user_id: str | None = None,
     external_id: str | None = None,
+    started: bool = False,
 ) -> Job:
-    """Create a job and reserve its expected charge. Raises TeamSuspended, InsufficientCredits (403)."""
+    """Create a job and reserve its expected charge. Raises TeamSuspended, InsufficientCredits (403).
+
+    `started=True` creates it `in_progress` (a single-call job whose call is about to be made).
+    """
     if team.is_suspended:
         raise TeamSuspended()
+    state = {"status": JobStatus.IN_PROGRESS, "started_at": timezone.now()} if started else {}
     with transaction.atomic():
         job = Job.objects.create(
-            team=team, job_type=job_type, metadata=metadata or {}, user_id=user_id, external_id=external_id
+            team=team, job_type=job_type, metadata=metadata or {}, user_id=user_id, external_id=external_id, **state
         )
         billing.reserve_for_job(team=team, job_id=job.id)
     return job
@@ -79,21 +84,29 @@ def complete_job(
             if job.status == status:
                 return job
             raise JobAlreadyFinished(job.status)
-        job.status = status
-        job.completed_at = timezone.now()
-        if metadata:
-            job.metadata = {**job.metadata, **metadata}
-        if error_message is not None:
-            job.error_message = error_message
-        if status == JobStatus.COMPLETED:
-            charge = job_charge_units(team, job)
-            entry = billing.settle_job(team=team, job_id=job.id, charge_units=charge, actor=actor)
-            job.credits_charged_units = -entry.amount_units if entry is not None else 0
-        else:
-            billing.release_job(team=team, job_id=job.id)
+        _finish_locked(team, job, status=status, metadata=metadata, error_message=error_message, actor=actor)
         job.save()
-        emit_event(team=team, event_type=f"job.{status}", data=job_event_data(job), job_id=job.id)
     return job
+
+
+def _finish_locked(
+    team: Team, job: Job, *, status: str, metadata: dict | None, error_message: str | None, actor: str
+) -> None:
+    """Move an open job, locked by the caller, to `status`: settle or release its hold, emit its
+    event. The caller saves the job in the same transaction."""
+    job.status = status
+    job.completed_at = timezone.now()
+    if metadata:
+        job.metadata = {**job.metadata, **metadata}
+    if error_message is not None:
+        job.error_message = error_message
+    if status == JobStatus.COMPLETED:
+        charge = job_charge_units(team, job)
+        entry = billing.settle_job(team=team, job_id=job.id, charge_units=charge, actor=actor)
+        job.credits_charged_units = -entry.amount_units if entry is not None else 0
+    else:
+        billing.release_job(team=team, job_id=job.id)
+    emit_event(team=team, event_type=f"job.{status}", data=job_event_data(job), job_id=job.id)
 
 
 def job_event_data(job: Job) -> dict[str, Any]:
@@ -144,11 +157,13 @@ class CallRecord:
     call_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
-def record_call(*, team: Team, job_id: uuid.UUID, record: CallRecord) -> LLMCall:
+def record_call(*, team: Team, job_id: uuid.UUID, record: CallRecord, complete_job: bool = False) -> LLMCall:
     """Write the call row and roll it into the job, in one transaction under the job's row lock.
 
     In usage modes the job's credit hold grows to its accrued usage. A billable call that lands
     after its job was completed is charged on its own (never lost from the books).
+    `complete_job=True` (a single-call job) also finishes the job in the same transaction:
+    `completed` (charged) after a successful or cancelled call, `failed` (released) after an error.
     """
     billable = record.status in BILLABLE_CALL_STATUSES
     total_tokens = record.prompt_tokens + record.completion_tokens
@@ -197,6 +212,18 @@ def record_call(*, team: Team, job_id: uuid.UUID, record: CallRecord) -> LLMCall
             job.billable_cost_nanos += record.cost_nanos
         if job.status == JobStatus.PENDING:
             job.status, job.started_at = JobStatus.IN_PROGRESS, job.started_at or timezone.now()
+        if complete_job and job.status in OPEN_STATUSES:
+            failed = record.status == CallStatus.ERROR
+            _finish_locked(
+                team,
+                job,
+                status=JobStatus.FAILED if failed else JobStatus.COMPLETED,
+                metadata=None,
+                error_message=(record.error or None) if failed else None,
+                actor="system",
+            )
+            job.save()
+            return call
         job.save()
         if billable and job.status in OPEN_STATUSES and team.budget_mode != "job":
             billing.accrue_usage(team=team, job_id=job.id, accrued_units=job_charge_units(team, job))

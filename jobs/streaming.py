@@ -9,7 +9,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.http import StreamingHttpResponse
@@ -74,12 +73,10 @@ async def start_stream(
     *,
     received: float,
     include_usage: bool = True,
-    on_recorded: Callable[[gateway.CallRecord], Awaitable[None]] | None = None,
 ) -> StreamingHttpResponse:
     """Open the upstream stream (provider errors before the first byte are JSON errors), then stream.
 
-    `include_usage=False` omits the final usage chunk (OpenAI's default); `on_recorded` runs once the
-    call row is written (the OpenAI-compatible route completes its single-call job there).
+    `include_usage=False` omits the final usage chunk (OpenAI's default).
     """
     registry = await router_holder.get()
     started = time.perf_counter()
@@ -94,15 +91,13 @@ async def start_stream(
     except Exception as exc:
         mapped = gateway.upstream_error(exc)
         record = gateway.error_record(admitted, exc, mapped, latency_ms=gateway.elapsed_ms(started), stream=True)
-        await gateway.record_call_async(team=admitted.team, job_id=admitted.job.id, record=record)
+        await gateway.save_call(admitted, record)
         await limits.release(admission, actual_tokens=0)
-        if on_recorded is not None:
-            await on_recorded(record)
         mapped.headers.update(admission.headers)
         raise mapped from None
     info, fallbacks = gateway.served_by(registry, upstream)
     response = StreamingHttpResponse(
-        _events(admitted, admission, upstream, info, fallbacks, started, include_usage, on_recorded),
+        _events(admitted, admission, upstream, info, fallbacks, started, include_usage),
         content_type="text/event-stream",
         headers={**SSE_HEADERS, **admission.headers},
     )
@@ -118,7 +113,6 @@ async def _events(
     fallbacks: int,
     started: float,
     include_usage: bool = True,
-    on_recorded: Callable[[gateway.CallRecord], Awaitable[None]] | None = None,
 ):
     alias = admitted.alias
     text: list[str] = []
@@ -161,10 +155,8 @@ async def _events(
             admitted, outcome, error, usage, text, info, fallbacks, started, first_token_at, finish_reason, response_id
         )
         # Shielded: a cancelled request must still reach the books.
-        await asyncio.shield(gateway.record_call_async(team=admitted.team, job_id=admitted.job.id, record=record))
+        await asyncio.shield(gateway.save_call(admitted, record))
         await limits.release(admission, actual_tokens=record.prompt_tokens + record.completion_tokens)
-        if on_recorded is not None:
-            await asyncio.shield(on_recorded(record))
     if outcome == CallStatus.SUCCESS and not include_usage:
         pass
     elif outcome == CallStatus.SUCCESS:

@@ -60,9 +60,10 @@ ERRORS = {
 }
 
 
-async def admit(request: HttpRequest, job_id: str) -> gateway.AdmittedCall:
+def admit(request: HttpRequest, job_id: str) -> gateway.AdmittedCall:
+    """Validate the body and run every check before the provider (sync: the view's prepare step)."""
     data = validate_data(LLMCallIn, json_body(request), "body")
-    return await gateway.admit_call_async(
+    return gateway.admit_call(
         principal=request.auth,
         job_id=job_id,
         alias=data.get("model"),
@@ -73,10 +74,13 @@ async def admit(request: HttpRequest, job_id: str) -> gateway.AdmittedCall:
 
 
 class LLMCallView(AsyncAPIView):
+    def prepare(self, request: HttpRequest, job_id: str) -> gateway.AdmittedCall:
+        return admit(request, job_id)
+
     @extend_schema(operation_id="jobs_llm_call", request=LLMCallIn, responses={200: LLMCallOut, **ERRORS}, tags=["llm"])
     async def post(self, request: HttpRequest, job_id: str) -> JsonResponse:
-        received = time.perf_counter()
-        admitted = await admit(request, job_id)
+        received = request.received_at
+        admitted = self.prepared
         admission = await gateway.admit_rate(admitted)
         actual_tokens = None
         try:
@@ -110,6 +114,13 @@ class LLMCallView(AsyncAPIView):
 
 
 class LLMCallStreamView(AsyncAPIView):
+    def prepare(self, request: HttpRequest, job_id: str) -> gateway.AdmittedCall:
+        if request.headers.get("Idempotency-Key"):
+            raise BadRequest(
+                "Idempotency-Key is not supported on the streaming endpoint", code="idempotency_not_supported"
+            )
+        return admit(request, job_id)
+
     @extend_schema(
         operation_id="jobs_llm_call_stream",
         request=LLMCallIn,
@@ -123,11 +134,6 @@ class LLMCallStreamView(AsyncAPIView):
         tags=["llm"],
     )
     async def post(self, request: HttpRequest, job_id: str):
-        if request.headers.get("Idempotency-Key"):
-            raise BadRequest(
-                "Idempotency-Key is not supported on the streaming endpoint", code="idempotency_not_supported"
-            )
-        received = time.perf_counter()
-        admitted = await admit(request, job_id)
+        admitted = self.prepared
         admission = await gateway.admit_rate(admitted)
-        return await streaming.start_stream(admitted, admission, received=received)
+        return await streaming.start_stream(admitted, admission, received=request.received_at)

@@ -2,11 +2,13 @@
 
 `AsyncAPIView` subclasses DRF's APIView only so drf-spectacular documents it like every other
 endpoint; requests never go through DRF's sync dispatch. Its `as_view()` returns a coroutine
-view that authenticates off the event loop, awaits the handler, and renders errors per SPEC §4.
+view that authenticates off the event loop — together with the view's own `prepare()` step, in
+one worker-thread hop — awaits the handler, and renders errors per SPEC §4.
 """
 
 import inspect
 import json
+import time
 from typing import Any
 
 from asgiref.sync import markcoroutinefunction
@@ -42,10 +44,20 @@ def json_body(request: HttpRequest) -> Any:
         raise BadRequest("Malformed JSON: nested too deeply", code="invalid_request") from None
 
 
-resolve_api_key_async = db_sync_to_async(resolve_api_key)
-
-
 class AsyncAPIView(APIView):
+    prepared: Any = None
+
+    def prepare(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        """Sync work of the request that needs the database, run right after authentication in
+        the same worker-thread hop (validation, scope and admission checks). Its result is
+        `self.prepared`. The default does nothing."""
+        return None
+
+    @db_sync_to_async
+    def _authenticate_and_prepare(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        request.auth = resolve_api_key(parse_bearer(request.headers.get("Authorization")))
+        return self.prepare(request, *args, **kwargs)
+
     @classmethod
     def as_view(cls, **initkwargs):
         async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
@@ -60,8 +72,9 @@ class AsyncAPIView(APIView):
                     headers={"Allow": ", ".join(allowed)},
                 )
             handler = getattr(self, request.method.lower())
+            request.received_at = time.perf_counter()
             try:
-                request.auth = await resolve_api_key_async(parse_bearer(request.headers.get("Authorization")))
+                self.prepared = await self._authenticate_and_prepare(request, *args, **kwargs)
                 return await handler(request, *args, **kwargs)
             except Exception as exc:
                 return self.handle_error(exc)

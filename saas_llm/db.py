@@ -1,20 +1,31 @@
-"""Database work from async code, off the event loop, in a pool of worker threads.
+"""Database connections under ASGI: long-lived worker threads keep theirs, per-request threads don't.
 
-Django closes stale connections only around requests in the request's own thread; a worker
-thread's connection is never checked. So every hop first drops a connection that is too old or
-broken (CONN_MAX_AGE, CONN_HEALTH_CHECKS): after a database restart or failover the next query
-reconnects instead of failing until the process restarts.
+Async code does its database work off the event loop in the loop's pool of worker threads
+(`db_sync_to_async`). Those threads live as long as the process, so their connections persist
+(CONN_MAX_AGE). Django closes stale connections only around requests in the request's own thread;
+a worker thread's connection is never checked. So every hop first drops a connection that is too
+old or broken (CONN_MAX_AGE, CONN_HEALTH_CHECKS): after a database restart or failover the next
+query reconnects instead of failing until the process restarts.
+
+Sync views, though, run in a thread made for their request, which ends with it. A persistent
+connection opened there would linger, unused, until garbage collection — under load, one per
+request, until Postgres refuses new clients. `close_request_thread_connection` closes it when the
+request finishes.
 """
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import close_old_connections
+from django.core.signals import request_finished
+from django.db import close_old_connections, connections
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+_thread = threading.local()
 
 
 def db_sync_to_async(function: Callable[P, R]):
@@ -22,7 +33,23 @@ def db_sync_to_async(function: Callable[P, R]):
 
     @functools.wraps(function)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        _thread.long_lived = True
         close_old_connections()
         return function(*args, **kwargs)
 
     return sync_to_async(run, thread_sensitive=False)
+
+
+def close_request_thread_connection(**kwargs) -> None:
+    """request_finished: close the connections of a thread that is not a long-lived worker thread.
+
+    A connection inside a transaction (a test's, say) is left alone.
+    """
+    if getattr(_thread, "long_lived", False):
+        return
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+request_finished.connect(close_request_thread_connection, dispatch_uid="saas_llm.db.close_request_thread_connection")

@@ -50,9 +50,10 @@ def parse_bearer(header: str | None) -> str:
 def resolve_api_key(raw_key: str) -> Principal:
     """Return the principal for a raw key; raises Unauthorized if unknown, expired or revoked."""
     now = timezone.now()
-    key = ApiKey.objects.select_related("team", "team__organization").filter(key_hash=hash_key(raw_key)).first()
-    if key is None:
-        raise Unauthorized("Invalid API key")
+    try:  # get(): a unique lookup, no ORDER BY (first() would sort by the model's ordering)
+        key = ApiKey.objects.select_related("team", "team__organization").get(key_hash=hash_key(raw_key))
+    except ApiKey.DoesNotExist:
+        raise Unauthorized("Invalid API key") from None
     if key.revoked_at is not None:
         raise Unauthorized("API key has been revoked")
     if key.expires_at is not None and key.expires_at <= now:

@@ -487,6 +487,27 @@ BAD_BODIES = [
     ({"messages": HELLO, "stop": 5}, ["body", "stop"]),
     ({"messages": HELLO, "seed": 1.5}, ["body", "seed"]),
     ({"messages": HELLO, "tools": "all"}, ["body", "tools"]),
+    (
+        {"messages": HELLO, "tools": [{"type": "function", "function": {"description": "no name"}}]},
+        ["body", "tools", 0, "function", "name"],
+    ),
+    ({"messages": HELLO, "tools": [{"type": "web", "function": {"name": "f"}}]}, ["body", "tools", 0, "type"]),
+    (
+        # Found by fuzzing: malformed tool calls reached the provider and came back as a 503.
+        {"messages": [{"role": "assistant", "content": None, "tool_calls": [{"": {"x": None}}]}]},
+        ["body", "messages", 0, "tool_calls", 0, "id"],
+    ),
+    (
+        {
+            "messages": [
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": {}}}],
+                }
+            ]
+        },
+        ["body", "messages", 0, "tool_calls", 0, "function", "arguments"],
+    ),
     ({"messages": HELLO, "tool_choice": "sometimes"}, ["body", "tool_choice"]),
     ({"messages": HELLO, "purpose": "x" * 201}, ["body", "purpose"]),
     ({"messages": HELLO, "model": 5}, ["body", "model"]),
