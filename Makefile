@@ -34,7 +34,7 @@ test: $(VENV)/.installed-dev
 
 ## make fuzz: Schemathesis against /openapi.json on a live server, with an admin and a team key
 fuzz: $(VENV)/.installed-dev
-	SAAS_LLM_FUZZ=1 $(BIN)/python -m pytest tests/test_schemathesis.py
+	SAAS_LLM_FUZZ_EXAMPLES=$${SAAS_LLM_FUZZ_EXAMPLES:-25} $(BIN)/python -m pytest tests/test_schemathesis.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
