@@ -530,6 +530,9 @@ def main() -> int:
             "      model: openai/demo-model\n"
             f"      api_base: http://127.0.0.1:{mock_port}/v1\n"
             "      api_key: sk-x\n"
+            # the demo alias's prices (seed_demo), so both servers price calls the same way
+            "      input_cost_per_token: 0.00000015\n"
+            "      output_cost_per_token: 0.0000006\n"
             "litellm_settings:\n"
             "  telemetry: false\n"
             "general_settings:\n"

@@ -81,13 +81,19 @@ def registry_model_list() -> tuple[list[dict], dict[str, DeploymentInfo]]:
             params["api_key"] = item.api_key  # `os.environ/NAME`: litellm resolves the reference itself
         elif item.api_base:
             params["api_key"] = "sk-no-key-required"  # OpenAI-compatible servers that need none
+        prices = resolve_prices(item.litellm_model, item.input_cost_per_token, item.output_cost_per_token)
+        if prices is not None:
+            # The gateway prices calls itself (exact Decimal); litellm is told the same rates so its
+            # own per-call cost bookkeeping finds them at once instead of searching its price map.
+            params["input_cost_per_token"] = float(prices.input_cost_per_token)
+            params["output_cost_per_token"] = float(prices.output_cost_per_token)
         model_list.append({"model_name": item.alias_id, "litellm_params": params, "model_info": {"id": model_id}})
         infos[model_id] = DeploymentInfo(
             deployment_id=item.id,
             alias=item.alias_id,
             litellm_model=item.litellm_model,
             priority=item.priority,
-            prices=resolve_prices(item.litellm_model, item.input_cost_per_token, item.output_cost_per_token),
+            prices=prices,
         )
     return model_list, infos
 
