@@ -12,7 +12,7 @@ import logging
 from datetime import timedelta
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 
@@ -130,8 +130,28 @@ def purge_expired(*, now=None) -> int:
     return deleted
 
 
+def _database_unavailable(request, exc: Exception) -> HttpResponse:
+    """The 503 the view itself would have answered (OpenAI's error shape under /v1/)."""
+    if request.path.startswith("/v1/"):
+        from jobs.openai_compat import openai_error
+
+        return openai_error(exc)
+    from saas_llm.async_views import error_response
+
+    return error_response(exc)
+
+
+def _finish_or_log(record: IdempotencyRecord, response: HttpResponse) -> None:
+    """The view's work is done: a database failure while storing its response must not turn it
+    into an error. The key stays in progress and is reclaimed after ABANDONED_AFTER."""
+    try:
+        finish(record, response)
+    except DatabaseError:
+        logger.exception("could not store the response for Idempotency-Key record %s", record.pk)
+
+
 _begin_async = db_sync_to_async(begin)
-_finish_async = db_sync_to_async(finish)
+_finish_async = db_sync_to_async(_finish_or_log)
 _abandon_async = db_sync_to_async(abandon)
 
 
@@ -155,7 +175,10 @@ class IdempotencyMiddleware:
             return self.__acall__(request)
         if not self.applies(request):
             return self.get_response(request)
-        record, early = begin(request)
+        try:
+            record, early = begin(request)
+        except DatabaseError as exc:  # outside the view: Django would answer a bare 500
+            return _database_unavailable(request, exc)
         if early is not None or record is None:
             return early or self.get_response(request)
         try:
@@ -163,13 +186,16 @@ class IdempotencyMiddleware:
         except BaseException:
             abandon(record)
             raise
-        finish(record, response)
+        _finish_or_log(record, response)
         return response
 
     async def __acall__(self, request):
         if not self.applies(request):
             return await self.get_response(request)
-        record, early = await _begin_async(request)
+        try:
+            record, early = await _begin_async(request)
+        except DatabaseError as exc:  # outside the view: Django would answer a bare 500
+            return _database_unavailable(request, exc)
         if early is not None or record is None:
             return early or await self.get_response(request)
         try:
