@@ -143,15 +143,18 @@ def reserve_for_job(*, team: Team, job_id: uuid.UUID) -> Reservation:
     expires_at = timezone.now() + timedelta(seconds=settings.SAAS_LLM_JOB_TIMEOUT_S + 3600)
     with transaction.atomic(savepoint=False):
         account = _locked_account(team)
-        if account.remaining_units < units:
-            raise InsufficientCredits()
-        reservation = Reservation.objects.create(
-            team=team, job_id=job_id, initial_units=units, amount_units=units, expires_at=expires_at
-        )
-        account.reserved_units += units
-        _check_low_balance(team, account, rearm=False)
-        account.save()
-        return reservation
+        covered = account.remaining_units >= units
+        if covered:
+            reservation = Reservation.objects.create(
+                team=team, job_id=job_id, initial_units=units, amount_units=units, expires_at=expires_at
+            )
+            account.reserved_units += units
+            _check_low_balance(team, account, rearm=False)
+            account.save()
+    # Raised outside the block: a refusal wrote nothing and must not doom a caller's transaction.
+    if not covered:
+        raise InsufficientCredits()
+    return reservation
 
 
 def check_call_allowed(*, team: Team, job_id: uuid.UUID | None) -> None:

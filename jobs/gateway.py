@@ -1,6 +1,7 @@
 """The LLM-call path shared by the JSON and streaming endpoints: admission, provider call, pricing,
 error mapping. DB work happens in short sync steps (admit, record) run off the event loop."""
 
+import asyncio
 import logging
 import time
 import uuid
@@ -220,6 +221,30 @@ def cost_usd(nanos: int) -> float:
     return float(money.nanos_to_usd(nanos))
 
 
+def count_tokens(admitted: AdmittedCall, info: DeploymentInfo | None, completion_text: str) -> tuple[int, int]:
+    """No provider usage (a stream cut, a call cancelled): count with litellm's token counter."""
+    import litellm
+
+    model = info.litellm_model if info else "gpt-3.5-turbo"
+    try:
+        prompt = litellm.token_counter(model=model, messages=admitted.messages)
+        completion = (
+            litellm.token_counter(model=model, text=completion_text, count_response_tokens=True)
+            if completion_text
+            else 0
+        )
+    except Exception:
+        logger.exception("token counting failed for %s", model)
+        prompt, completion = 0, 0
+    return int(prompt), int(completion)
+
+
+def first_choice(registry: RegistryRouter, alias: str) -> DeploymentInfo | None:
+    """The deployment a call to `alias` tries first (for a call cancelled before any answer)."""
+    candidates = [info for info in registry.deployments.values() if info.alias == alias]
+    return min(candidates, key=lambda info: info.priority, default=None)
+
+
 async def call_provider(admitted: AdmittedCall) -> tuple[dict, float, CallRecord]:
     """Call the provider through the Router and record the call (success or error)."""
     registry = await router_holder.get()
@@ -228,6 +253,23 @@ async def call_provider(admitted: AdmittedCall) -> tuple[dict, float, CallRecord
         response = await registry.router.acompletion(
             model=admitted.alias, messages=admitted.messages, **admitted.params
         )
+    except asyncio.CancelledError:
+        # The client went away (the server cancels the request, and with it the provider call):
+        # the provider may have spent the prompt already, so the call is recorded, never dropped.
+        info = first_choice(registry, admitted.alias)
+        prompt_tokens, _ = count_tokens(admitted, info, "")
+        call_record = priced_record(
+            admitted,
+            status=CallStatus.CANCELLED,
+            info=info,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=0,
+            error="client disconnected",
+            error_code="client_disconnected",
+            latency_ms=elapsed_ms(started),
+        )
+        await asyncio.shield(save_call(admitted, call_record))
+        raise
     except Exception as exc:
         mapped = upstream_error(exc)
         call_record = error_record(admitted, exc, mapped, latency_ms=elapsed_ms(started), stream=False)

@@ -197,7 +197,7 @@ def _record(
     admitted, outcome, error, usage, text, info, fallbacks, started, first_token_at, finish_reason, response_id
 ):
     if usage is None:
-        usage = _count_tokens(admitted, info, "".join(text))
+        usage = gateway.count_tokens(admitted, info, "".join(text))
     fields: dict[str, Any] = {
         "stream": True,
         "provider_response_id": response_id,
@@ -230,24 +230,6 @@ def mid_stream_error(error: Exception) -> UpstreamError:
         # The provider answered, then broke off: a bad response (502), not an unavailable one.
         return UpstreamError(502, "The provider stream failed", "upstream_error")
     return mapped
-
-
-def _count_tokens(admitted: gateway.AdmittedCall, info: Any, completion_text: str) -> tuple[int, int]:
-    """No provider usage (the stream was cut or cancelled): count with litellm's token counter."""
-    import litellm
-
-    model = info.litellm_model if info else "gpt-3.5-turbo"
-    try:
-        prompt = litellm.token_counter(model=model, messages=admitted.messages)
-        completion = (
-            litellm.token_counter(model=model, text=completion_text, count_response_tokens=True)
-            if completion_text
-            else 0
-        )
-    except Exception:
-        logger.exception("token counting failed for %s", model)
-        prompt, completion = 0, 0
-    return int(prompt), int(completion)
 
 
 async def _close_upstream(upstream: Any) -> None:

@@ -856,3 +856,40 @@ def test_llm_calls_recover_after_the_database_drops_connections(llm_team, mock, 
 
     assert statuses[-6:] == [200] * 6, statuses  # a failure right after the drop is fine; staying broken is not
     assert client.get(f"/api/jobs/{job_id}").status_code == 200
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True, reset_sequences=True)  # the registry the live server has cached
+@needs_postgres_and_redis()
+def test_client_disconnect_during_a_non_stream_call_is_recorded_as_cancelled(llm_team, mock, live_gateway):
+    """Found by the full-stack fault test: the cancelled view skipped the call row, so the provider's
+    work vanished from the books (and a /v1 single-call job stayed open with its credits held)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {llm_team.key}"}
+    with httpx.Client(base_url=live_gateway.url, headers=headers, timeout=30) as client:
+        job_id = client.post("/api/jobs/create", json={"job_type": "hang-up"}).json()["job_id"]
+    slow = [{"role": "user", "content": "take your time [[mock:latency=1500]]"}]
+    for path, body in (
+        (f"/api/jobs/{job_id}/llm-call", {"messages": slow}),
+        ("/v1/chat/completions", {"model": "chat-fast", "messages": slow}),
+    ):
+        with (
+            pytest.raises(httpx.ReadTimeout),
+            httpx.Client(base_url=live_gateway.url, headers=headers, timeout=0.6) as client,
+        ):
+            client.post(path, json=body)
+
+    deadline = time.monotonic() + 10
+    while LLMCall.objects.count() < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    calls = list(LLMCall.objects.order_by("created_at"))
+    assert [(call.status, call.error_code) for call in calls] == [("cancelled", "client_disconnected")] * 2
+    assert all(call.prompt_tokens > 0 and call.cost_nanos > 0 for call in calls)  # priced: the prompt was sent
+    assert Job.objects.get(id=job_id).total_calls == 1
+    single = Job.objects.get(job_type="chat.completions")
+    deadline = time.monotonic() + 5
+    while single.status != "completed" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        single.refresh_from_db()
+    assert single.status == "completed" and single.credits_charged_units > 0  # closed and charged, hold released
