@@ -1,4 +1,4 @@
-"""Request id: echo the client's X-Request-Id (or make one), expose it to logs and responses."""
+"""Request id (echo the client's X-Request-Id or make one, expose it to logs and responses); static files."""
 
 import logging
 import re
@@ -7,6 +7,7 @@ from contextvars import ContextVar
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import JsonResponse
+from whitenoise.middleware import WhiteNoiseMiddleware
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -67,3 +68,36 @@ class RequestIdLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         return True
+
+
+class StaticFilesMiddleware(WhiteNoiseMiddleware):
+    """WhiteNoise, able to sit in an async middleware chain.
+
+    WhiteNoise's middleware is sync-only; in an ASGI stack Django then runs it in a thread and the
+    rest of the chain (every API request) back through async_to_sync — two cross-thread handoffs and
+    one blocked thread per in-flight request. Here only a request for a static file is handled
+    synchronously (the lookup is in memory, the file is streamed by the server); everything else
+    goes straight down the async chain.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response, settings=None):
+        from django.conf import settings as django_settings
+
+        super().__init__(get_response, settings or django_settings)
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        return super().__call__(request)
+
+    async def __acall__(self, request):
+        static_file = self.find_file(request.path_info) if self.autorefresh else self.files.get(request.path_info)
+        if static_file is not None:
+            return self.serve(static_file, request)
+        return await self.get_response(request)

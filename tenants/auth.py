@@ -51,7 +51,7 @@ def resolve_api_key(raw_key: str) -> Principal:
     """Return the principal for a raw key; raises Unauthorized if unknown, expired or revoked."""
     now = timezone.now()
     try:  # get(): a unique lookup, no ORDER BY (first() would sort by the model's ordering)
-        key = ApiKey.objects.select_related("team", "team__organization").get(key_hash=hash_key(raw_key))
+        key = ApiKey.objects.select_related("team").get(key_hash=hash_key(raw_key))
     except ApiKey.DoesNotExist:
         raise Unauthorized("Invalid API key") from None
     if key.revoked_at is not None:

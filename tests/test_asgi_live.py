@@ -155,3 +155,21 @@ def test_asgi_app_refuses_the_dev_secret_key_with_debug_off(tmp_path):
     )
     assert done.returncode != 0
     assert "SECRET_KEY must be set when DEBUG=0" in done.stderr
+
+
+def test_every_middleware_can_run_async():
+    """A sync-only middleware makes Django run it in a thread and the rest of the chain — every API
+    request — back through async_to_sync (WhiteNoise's own middleware is sync-only)."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    sync_only = [path for path in settings.MIDDLEWARE if not getattr(import_string(path), "async_capable", False)]
+    assert sync_only == []
+
+
+def test_static_files_are_served_under_asgi(live):
+    response = live["client"].get("/static/admin/css/base.css")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/css")
+    assert b"body" in response.content
