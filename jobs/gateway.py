@@ -209,6 +209,7 @@ def error_record(
         stream=stream,
         error=f"{type(exc).__name__}: {str(exc)[:2000]}",
         error_code=mapped.code or "",
+        client_error=str(mapped.detail),
         latency_ms=latency_ms,
     )
 

@@ -140,8 +140,9 @@ class CallRecord:
     deployment_id: int | None = None
     resolved_model: str = ""
     provider_response_id: str = ""
-    error: str = ""
+    error: str = ""  # internal: the provider's own message (kept on the call row for staff)
     error_code: str = ""
+    client_error: str = ""  # what the client was told (a single-call job's error_message)
     finish_reason: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -219,7 +220,7 @@ def record_call(*, team: Team, job_id: uuid.UUID, record: CallRecord, complete_j
                 job,
                 status=JobStatus.FAILED if failed else JobStatus.COMPLETED,
                 metadata=None,
-                error_message=(record.error or None) if failed else None,
+                error_message=(record.client_error or record.error_code or "LLM call failed") if failed else None,
                 actor="system",
             )
             job.save()

@@ -216,6 +216,7 @@ def _record(
         mapped = mid_stream_error(error)
         fields["error"] = f"{type(error).__name__}: {str(error)[:2000]}"
         fields["error_code"] = mapped.code or ""
+        fields["client_error"] = str(mapped.detail)
     elif outcome == CallStatus.CANCELLED:
         fields["error"] = "client disconnected"
         fields["error_code"] = "client_disconnected"

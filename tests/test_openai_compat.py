@@ -489,7 +489,9 @@ def test_provider_failure_is_a_502_and_leaves_a_failed_uncharged_job(gw, stream)
     assert listing["count"] == jobs_before + 1
     failed = [job for job in listing["results"] if job["status"] == "failed" and job["job_id"] not in failed_before]
     assert len(failed) == 1
-    _assert_failed_uncharged(gw.job(failed[0]["job_id"]), "chat-broken")
+    job = gw.job(failed[0]["job_id"])
+    _assert_failed_uncharged(job, "chat-broken")
+    assert job["error_message"] == exc.response.json()["error"]["message"]  # what the client was told
     _assert_nothing_charged(gw.balance(), balance_before)
 
 
@@ -505,7 +507,9 @@ def test_stream_cut_by_the_provider_fails_the_job_without_charge(gw):
     assert caught.value.message
 
     assert gw.jobs()["count"] == jobs_before + 1
-    _assert_failed_uncharged(gw.job(job_id), "chat-cut")
+    job = gw.job(job_id)
+    _assert_failed_uncharged(job, "chat-cut")
+    assert job["error_message"] == caught.value.message
     _assert_nothing_charged(gw.balance(), balance_before)
 
 
