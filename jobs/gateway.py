@@ -246,6 +246,25 @@ def first_choice(registry: RegistryRouter, alias: str) -> DeploymentInfo | None:
     return min(candidates, key=lambda info: info.priority, default=None)
 
 
+def cancelled_record(registry: RegistryRouter, admitted: AdmittedCall, started: float, *, stream: bool) -> CallRecord:
+    """The client went away before the provider answered (the server cancels the request, and with it
+    the provider call). The provider may have spent the prompt already: the call is recorded, never
+    dropped, with the prompt counted and priced at the deployment tried first."""
+    info = first_choice(registry, admitted.alias)
+    prompt_tokens, _ = count_tokens(admitted, info, "")
+    return priced_record(
+        admitted,
+        status=CallStatus.CANCELLED,
+        info=info,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=0,
+        stream=stream,
+        error="client disconnected",
+        error_code="client_disconnected",
+        latency_ms=elapsed_ms(started),
+    )
+
+
 async def call_provider(admitted: AdmittedCall) -> tuple[dict, float, CallRecord]:
     """Call the provider through the Router and record the call (success or error)."""
     registry = await router_holder.get()
@@ -255,21 +274,7 @@ async def call_provider(admitted: AdmittedCall) -> tuple[dict, float, CallRecord
             model=admitted.alias, messages=admitted.messages, **admitted.params
         )
     except asyncio.CancelledError:
-        # The client went away (the server cancels the request, and with it the provider call):
-        # the provider may have spent the prompt already, so the call is recorded, never dropped.
-        info = first_choice(registry, admitted.alias)
-        prompt_tokens, _ = count_tokens(admitted, info, "")
-        call_record = priced_record(
-            admitted,
-            status=CallStatus.CANCELLED,
-            info=info,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=0,
-            error="client disconnected",
-            error_code="client_disconnected",
-            latency_ms=elapsed_ms(started),
-        )
-        await asyncio.shield(save_call(admitted, call_record))
+        await asyncio.shield(save_call(admitted, cancelled_record(registry, admitted, started, stream=False)))
         raise
     except Exception as exc:
         mapped = upstream_error(exc)

@@ -88,6 +88,13 @@ async def start_stream(
             stream_options={"include_usage": True},
             **admitted.params,
         )
+    except asyncio.CancelledError:  # the client left before the provider's first byte
+        record = gateway.cancelled_record(registry, admitted, started, stream=True)
+        try:
+            await asyncio.shield(gateway.save_call(admitted, record))
+        finally:
+            await asyncio.shield(limits.release(admission, actual_tokens=record.prompt_tokens))
+        raise
     except Exception as exc:
         mapped = gateway.upstream_error(exc)
         record = gateway.error_record(admitted, exc, mapped, latency_ms=gateway.elapsed_ms(started), stream=True)

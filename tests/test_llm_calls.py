@@ -861,9 +861,10 @@ def test_llm_calls_recover_after_the_database_drops_connections(llm_team, mock, 
 @pytest.mark.live
 @pytest.mark.django_db(transaction=True, reset_sequences=True)  # the registry the live server has cached
 @needs_postgres_and_redis()
-def test_client_disconnect_during_a_non_stream_call_is_recorded_as_cancelled(llm_team, mock, live_gateway):
+def test_client_disconnect_before_the_provider_answers_is_recorded_as_cancelled(llm_team, mock, live_gateway):
     """Found by the full-stack fault test: the cancelled view skipped the call row, so the provider's
-    work vanished from the books (and a /v1 single-call job stayed open with its credits held)."""
+    work vanished from the books (a /v1 single-call job stayed open with its credits held, a stream's
+    rate-limit slot was not given back). Non-stream and stream (before the first byte), both routes."""
     import httpx
 
     headers = {"Authorization": f"Bearer {llm_team.key}"}
@@ -872,6 +873,7 @@ def test_client_disconnect_during_a_non_stream_call_is_recorded_as_cancelled(llm
     slow = [{"role": "user", "content": "take your time [[mock:latency=1500]]"}]
     for path, body in (
         (f"/api/jobs/{job_id}/llm-call", {"messages": slow}),
+        (f"/api/jobs/{job_id}/llm-call-stream", {"messages": slow}),
         ("/v1/chat/completions", {"model": "chat-fast", "messages": slow}),
     ):
         with (
@@ -881,12 +883,16 @@ def test_client_disconnect_during_a_non_stream_call_is_recorded_as_cancelled(llm
             client.post(path, json=body)
 
     deadline = time.monotonic() + 10
-    while LLMCall.objects.count() < 2 and time.monotonic() < deadline:
+    while LLMCall.objects.count() < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
     calls = list(LLMCall.objects.order_by("created_at"))
-    assert [(call.status, call.error_code) for call in calls] == [("cancelled", "client_disconnected")] * 2
+    assert [(call.status, call.error_code, call.stream) for call in calls] == [
+        ("cancelled", "client_disconnected", False),
+        ("cancelled", "client_disconnected", True),
+        ("cancelled", "client_disconnected", False),
+    ]
     assert all(call.prompt_tokens > 0 and call.cost_nanos > 0 for call in calls)  # priced: the prompt was sent
-    assert Job.objects.get(id=job_id).total_calls == 1
+    assert Job.objects.get(id=job_id).total_calls == 2
     single = Job.objects.get(job_type="chat.completions")
     deadline = time.monotonic() + 5
     while single.status != "completed" and time.monotonic() < deadline:

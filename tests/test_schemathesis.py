@@ -34,7 +34,7 @@ pytest.importorskip("schemathesis", reason="schemathesis is pinned in requiremen
 # `make fuzz` runs this module alone with more examples.
 pytestmark = pytest.mark.live
 
-SEED = 20251125
+SEED = int(os.environ.get("SAAS_LLM_FUZZ_SEED", "20251125"))
 MAX_EXAMPLES = int(os.environ.get("SAAS_LLM_FUZZ_EXAMPLES", "8"))  # per operation and phase
 RUN_TIMEOUT_S = 90 + 12 * MAX_EXAMPLES  # per credential kind
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
