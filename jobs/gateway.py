@@ -49,6 +49,14 @@ class AdmittedCall:
         return {"messages": self.messages, **self.params} if self.team.store_prompts else None
 
 
+def check_model_access(team: Team, alias: str) -> None:
+    """404 for an alias that does not exist (or is inactive), 403 for one the team may not use."""
+    if not team_may_use(team.id, alias):
+        if not ModelAlias.objects.filter(name=alias).exclude(status=Status.INACTIVE).exists():
+            raise AliasNotFound(alias)
+        raise ModelNotAllowed(alias)
+
+
 def admit_call(
     *, principal: Principal, job_id: str, alias: str | None, purpose: str | None, messages: list[dict], params: dict
 ) -> AdmittedCall:
@@ -63,10 +71,7 @@ def admit_call(
     alias = alias or team.default_model_id
     if not alias:
         raise NoDefaultModel()
-    if not team_may_use(team.id, alias):
-        if not ModelAlias.objects.filter(name=alias).exclude(status=Status.INACTIVE).exists():
-            raise AliasNotFound(alias)
-        raise ModelNotAllowed(alias)
+    check_model_access(team, alias)
     billing.check_call_allowed(team=team, job_id=job.id)
     services.mark_started(job=job)
     return AdmittedCall(
@@ -263,6 +268,21 @@ def cancelled_record(registry: RegistryRouter, admitted: AdmittedCall, started: 
         error_code="client_disconnected",
         latency_ms=elapsed_ms(started),
     )
+
+
+async def call_admitted(admitted: AdmittedCall, admission: limits.Admission) -> tuple[dict, float, CallRecord]:
+    """`call_provider` within a rate-limit admission: the slot is given back (with the tokens
+    actually used) however the call ends; a provider error carries the rate-limit headers."""
+    actual_tokens = None
+    try:
+        body, provider_s, record = await call_provider(admitted)
+        actual_tokens = record.prompt_tokens + record.completion_tokens
+    except UpstreamError as exc:
+        exc.headers.update(admission.headers)
+        raise
+    finally:
+        await limits.release(admission, actual_tokens=actual_tokens)
+    return body, provider_s, record
 
 
 async def call_provider(admitted: AdmittedCall) -> tuple[dict, float, CallRecord]:

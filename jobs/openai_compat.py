@@ -18,11 +18,9 @@ from rest_framework import serializers
 
 from billing import services as billing
 from jobs import gateway, services, streaming
-from jobs.errors import UpstreamError
 from jobs.llm_input import FORWARDED_PARAMS, MessageIn, NumberField, StopField, ToolChoiceField, ToolIn
-from models_registry.errors import AliasNotFound, ModelNotAllowed
-from models_registry.models import ModelAlias, Status
-from models_registry.selectors import list_allowed_aliases, team_may_use
+from models_registry.models import ModelAlias
+from models_registry.selectors import list_allowed_aliases
 from saas_llm.api import validate_data
 from saas_llm.async_views import AsyncAPIView, json_body
 from saas_llm.db import db_sync_to_async
@@ -131,10 +129,7 @@ def check_adhoc(*, team: Team, alias: str) -> None:
     """The checks of a single-call job, before anything is written (no job if they fail)."""
     if team.is_suspended:
         raise TeamSuspended()
-    if not team_may_use(team.id, alias):
-        if not ModelAlias.objects.filter(name=alias).exclude(status=Status.INACTIVE).exists():
-            raise AliasNotFound(alias)
-        raise ModelNotAllowed(alias)
+    gateway.check_model_access(team, alias)
 
 
 @dataclass
@@ -234,15 +229,7 @@ class ChatCompletionsView(AsyncAPIView):
             response = await streaming.start_stream(admitted, admission, received=received, include_usage=include_usage)
             response["X-Job-Id"] = str(admitted.job.id)
             return response
-        actual_tokens = None
-        try:
-            body, provider_s, record = await gateway.call_provider(admitted)
-            actual_tokens = record.prompt_tokens + record.completion_tokens
-        except UpstreamError as exc:
-            exc.headers.update(admission.headers)
-            raise
-        finally:
-            await limits.release(admission, actual_tokens=actual_tokens)
+        body, provider_s, record = await gateway.call_admitted(admitted, admission)
         message: dict[str, Any] = {"role": "assistant", "content": body["content"]}
         if body.get("tool_calls"):
             message["tool_calls"] = body["tool_calls"]

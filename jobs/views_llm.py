@@ -8,12 +8,10 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 
 from jobs import gateway, streaming
-from jobs.errors import UpstreamError
 from jobs.llm_input import LLMCallIn, forwarded_params
 from saas_llm.api import validate_data
 from saas_llm.async_views import AsyncAPIView, json_body
 from saas_llm.errors import BadRequest
-from tenants import limits
 
 
 class ToolCallOut(serializers.Serializer):
@@ -82,15 +80,7 @@ class LLMCallView(AsyncAPIView):
         received = request.received_at
         admitted = self.prepared
         admission = await gateway.admit_rate(admitted)
-        actual_tokens = None
-        try:
-            response, provider_s, record = await gateway.call_provider(admitted)
-            actual_tokens = record.prompt_tokens + record.completion_tokens
-        except UpstreamError as exc:
-            exc.headers.update(admission.headers)
-            raise
-        finally:
-            await limits.release(admission, actual_tokens=actual_tokens)
+        response, provider_s, record = await gateway.call_admitted(admitted, admission)
         payload: dict[str, Any] = {
             "call_id": str(admitted.call_id),
             "job_id": str(admitted.job.id),
