@@ -3,6 +3,7 @@ error mapping. DB work happens in short sync steps (admit, record) run off the e
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,9 +19,9 @@ from jobs.models import CallStatus, Job
 from jobs.selectors import get_job
 from jobs.services import CallRecord
 from models_registry.errors import AliasNotFound, ModelNotAllowed, NoDefaultModel
-from models_registry.models import ModelAlias, Status
+from models_registry.models import ModelAlias
 from models_registry.pricing import price_call
-from models_registry.router import DeploymentInfo, RegistryRouter, router_holder
+from models_registry.router import DeploymentInfo, NoDeployment, RegistryRouter, router_holder
 from models_registry.selectors import team_may_use
 from saas_llm.db import db_sync_to_async
 from saas_llm.errors import TeamSuspended
@@ -50,9 +51,10 @@ class AdmittedCall:
 
 
 def check_model_access(team: Team, alias: str) -> None:
-    """404 for an alias that does not exist (or is inactive), 403 for one the team may not use."""
+    """404 for an alias that does not exist, 403 for one the team may not use (SPEC §5.6: only an
+    active alias in one of the team's active groups; an inactive alias is not an unknown one)."""
     if not team_may_use(team.id, alias):
-        if not ModelAlias.objects.filter(name=alias).exclude(status=Status.INACTIVE).exists():
+        if not ModelAlias.objects.filter(name=alias).exists():
             raise AliasNotFound(alias)
         raise ModelNotAllowed(alias)
 
@@ -170,17 +172,29 @@ def priced_record(
     )
 
 
+# What litellm puts before a provider's own message: "litellm.BadRequestError: OpenAIException - ".
+_LIBRARY_PREFIX = re.compile(r"^(?:litellm\.\w+:\s*)?(?:\w+Exception\s*-\s*)?")
+
+
+def provider_message(exc: Exception) -> str:
+    """The provider's own error message, without our library's exception names."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"].strip():
+        return body["message"][:1000]
+    return _LIBRARY_PREFIX.sub("", str(getattr(exc, "message", None) or exc), count=1)[:1000]
+
+
 def upstream_error(exc: Exception) -> UpstreamError:
     """Map a litellm exception (after retries and fallbacks) to the client's status (SPEC §4)."""
     import litellm
 
-    message = str(getattr(exc, "message", None) or exc)[:1000]
-    if "No deployments available" in message:
+    message = str(getattr(exc, "message", None) or exc)
+    if isinstance(exc, NoDeployment) or "No deployments available" in message:
         return UpstreamError(
             503, "No healthy deployment for this model right now", "upstream_unavailable", retry_after="1"
         )
     if isinstance(exc, litellm.BadRequestError):  # incl. context-window and content-policy errors
-        return UpstreamError(400, message, "provider_bad_request")
+        return UpstreamError(400, provider_message(exc), "provider_bad_request")
     if isinstance(exc, litellm.Timeout):
         return UpstreamError(504, "The provider did not answer in time", "upstream_timeout")
     if isinstance(exc, litellm.RateLimitError):
@@ -287,9 +301,10 @@ async def call_admitted(admitted: AdmittedCall, admission: limits.Admission) -> 
 
 async def call_provider(admitted: AdmittedCall) -> tuple[dict, float, CallRecord]:
     """Call the provider through the Router and record the call (success or error)."""
-    registry = await router_holder.get()
+    registry = await router_holder.get(admitted.alias)
     started = time.perf_counter()
     try:
+        registry.check_routable(admitted.alias)
         response = await registry.router.acompletion(
             model=admitted.alias, messages=admitted.messages, **admitted.params
         )

@@ -5,7 +5,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from saas_llm.fields import MetadataField, SlugIdField, StrictCharField, StrictIntegerField
+from saas_llm.fields import MetadataField, SlugIdField, StrictCharField, StrictFloatField, StrictIntegerField
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 FORWARDED_PARAMS = (
@@ -88,15 +88,6 @@ class ToolChoiceField(serializers.Field):
         return value
 
 
-class NumberField(serializers.FloatField):
-    """A JSON number (not a numeric string, not a boolean)."""
-
-    def to_internal_value(self, data: Any) -> float:
-        if isinstance(data, bool) or not isinstance(data, (int, float)):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
 class FunctionCallIn(serializers.Serializer):
     name = StrictCharField(max_length=256)
     arguments = StrictCharField(allow_blank=True, trim_whitespace=False)
@@ -150,12 +141,12 @@ class LLMCallIn(serializers.Serializer):
     messages = MessageIn(many=True, allow_empty=False, max_length=2048)
     model = SlugIdField(required=False, allow_null=True)
     purpose = StrictCharField(max_length=200, required=False, allow_blank=True, allow_null=True)
-    temperature = NumberField(required=False, min_value=0, max_value=2)
+    temperature = StrictFloatField(required=False, min_value=0, max_value=2)
     max_tokens = StrictIntegerField(required=False, min_value=1, max_value=1_000_000)
-    top_p = NumberField(required=False, min_value=0, max_value=1)
+    top_p = StrictFloatField(required=False, min_value=0, max_value=1)
     stop = StopField(required=False)
-    presence_penalty = NumberField(required=False, min_value=-2, max_value=2)
-    frequency_penalty = NumberField(required=False, min_value=-2, max_value=2)
+    presence_penalty = StrictFloatField(required=False, min_value=-2, max_value=2)
+    frequency_penalty = StrictFloatField(required=False, min_value=-2, max_value=2)
     seed = StrictIntegerField(required=False)
     response_format = serializers.DictField(required=False)
     tools = ToolIn(many=True, required=False, max_length=128)

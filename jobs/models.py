@@ -86,7 +86,8 @@ class LLMCall(models.Model):
     job = models.ForeignKey(Job, on_delete=models.PROTECT, related_name="calls")
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="llm_calls")
     model_alias = models.CharField(max_length=64)
-    deployment = models.ForeignKey(Deployment, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # PROTECT: a deployment that served calls is retired, never deleted (history is not rewritten).
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     resolved_model = models.CharField(max_length=200, blank=True, default="")
     provider_response_id = models.CharField(max_length=255, blank=True, default="")
     purpose = models.CharField(max_length=200, blank=True, default="")

@@ -18,29 +18,20 @@ from rest_framework import serializers
 
 from billing import services as billing
 from jobs import gateway, services, streaming
-from jobs.llm_input import FORWARDED_PARAMS, MessageIn, NumberField, StopField, ToolChoiceField, ToolIn
+from jobs.llm_input import FORWARDED_PARAMS, MessageIn, StopField, ToolChoiceField, ToolIn
 from models_registry.models import ModelAlias
 from models_registry.selectors import list_allowed_aliases
 from saas_llm.api import validate_data
 from saas_llm.async_views import AsyncAPIView, json_body
 from saas_llm.db import db_sync_to_async
-from saas_llm.errors import BadRequest, TeamMismatch, TeamSuspended, render_exception
-from saas_llm.fields import SlugIdField, StrictCharField, StrictIntegerField
+from saas_llm.errors import BadRequest, TeamMismatch, TeamSuspended, error_response
+from saas_llm.fields import SlugIdField, StrictCharField, StrictFloatField, StrictIntegerField
 from tenants import limits
 from tenants.auth import Principal
 from tenants.models import Team
 from tenants.selectors import get_team
 
 OPENAI_PARAMS = (*FORWARDED_PARAMS, "max_completion_tokens", "parallel_tool_calls", "user")
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    409: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
 
 
 class StreamOptionsIn(serializers.Serializer):
@@ -52,13 +43,13 @@ class ChatCompletionIn(serializers.Serializer):
     messages = MessageIn(many=True, allow_empty=False, max_length=2048)
     stream = serializers.BooleanField(required=False, default=False)
     stream_options = StreamOptionsIn(required=False)
-    temperature = NumberField(required=False, min_value=0, max_value=2)
+    temperature = StrictFloatField(required=False, min_value=0, max_value=2)
     max_tokens = StrictIntegerField(required=False, min_value=1, max_value=1_000_000)
     max_completion_tokens = StrictIntegerField(required=False, min_value=1, max_value=1_000_000)
-    top_p = NumberField(required=False, min_value=0, max_value=1)
+    top_p = StrictFloatField(required=False, min_value=0, max_value=1)
     stop = StopField(required=False, allow_null=True)
-    presence_penalty = NumberField(required=False, min_value=-2, max_value=2)
-    frequency_penalty = NumberField(required=False, min_value=-2, max_value=2)
+    presence_penalty = StrictFloatField(required=False, min_value=-2, max_value=2)
+    frequency_penalty = StrictFloatField(required=False, min_value=-2, max_value=2)
     seed = StrictIntegerField(required=False)
     response_format = serializers.DictField(required=False)
     tools = ToolIn(many=True, required=False, max_length=128)
@@ -90,26 +81,7 @@ class ModelListOut(serializers.Serializer):
 
 
 def openai_error(exc: Exception) -> JsonResponse:
-    status, body, headers = render_exception(exc)
-    detail = body.get("detail")
-    param = None
-    if isinstance(detail, list):  # validation: OpenAI answers 400 with the first problem
-        status = 400
-        first = detail[0] if detail else {}
-        param = ".".join(str(part) for part in first.get("loc", [])[1:]) or None
-        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-        code = "invalid_request"
-    else:
-        message, code = str(detail), body.get("code")
-    if status == 401:
-        code = code or "invalid_api_key"
-    error_type = ERROR_TYPES.get(status, "api_error")
-    response = JsonResponse(
-        {"error": {"message": message, "type": error_type, "param": param, "code": code}}, status=status
-    )
-    for name, value in headers.items():
-        response[name] = value
-    return response
+    return error_response(exc, openai=True)
 
 
 def _acting_team(principal: Principal, request: HttpRequest) -> Team:

@@ -5,7 +5,7 @@ Lock order everywhere: the job row, then the team's credit account (inside billi
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from billing import services as billing
 from jobs.errors import JobAlreadyFinished, JobNotFound
 from jobs.models import BILLABLE_CALL_STATUSES, OPEN_STATUSES, CallStatus, Job, JobStatus, LLMCall
 from saas_llm.errors import TeamSuspended
+from saas_llm.storable import storable
 from tenants.events import emit_event
 from tenants.models import Team
 
@@ -168,6 +169,17 @@ def record_call(*, team: Team, job_id: uuid.UUID, record: CallRecord, complete_j
     """
     billable = record.status in BILLABLE_CALL_STATUSES
     total_tokens = record.prompt_tokens + record.completion_tokens
+    # What the provider said is recorded whatever it holds: a NUL or a lone surrogate in a body
+    # or message would make the whole write fail and lose the call (input is refused earlier).
+    record = replace(
+        record,
+        provider_response_id=storable(record.provider_response_id),
+        error=storable(record.error),
+        client_error=storable(record.client_error),
+        finish_reason=storable(record.finish_reason),
+        request_body=storable(record.request_body),
+        response_body=storable(record.response_body),
+    )
     with transaction.atomic():
         job = Job.objects.select_for_update().get(id=job_id)
         call = LLMCall.objects.create(

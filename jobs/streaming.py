@@ -78,9 +78,10 @@ async def start_stream(
 
     `include_usage=False` omits the final usage chunk (OpenAI's default).
     """
-    registry = await router_holder.get()
+    registry = await router_holder.get(admitted.alias)
     started = time.perf_counter()
     try:
+        registry.check_routable(admitted.alias)
         upstream = await registry.router.acompletion(
             model=admitted.alias,
             messages=admitted.messages,

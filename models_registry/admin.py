@@ -1,5 +1,7 @@
 from django.contrib import admin
 from django.db import transaction
+from django.forms.models import BaseInlineFormSet
+from django.utils import timezone
 
 from models_registry.models import AccessGroup, Deployment, ModelAlias
 from models_registry.services import bump_registry_version
@@ -18,9 +20,24 @@ class RegistryAdmin(admin.ModelAdmin):
             super().delete_model(request, obj)
             bump_registry_version()
 
+    def delete_queryset(self, request, queryset):
+        # The list's "delete selected" action: workers must stop routing to what it deleted.
+        with transaction.atomic():
+            super().delete_queryset(request, queryset)
+            bump_registry_version()
+
+
+class RetiringFormSet(BaseInlineFormSet):
+    """A deployment removed in the admin is retired, not deleted: its calls keep it (history)."""
+
+    def delete_existing(self, obj, commit=True):
+        if commit:
+            Deployment.objects.filter(pk=obj.pk).update(retired_at=timezone.now())
+
 
 class DeploymentInline(admin.TabularInline):
     model = Deployment
+    formset = RetiringFormSet
     extra = 0
     fields = (
         "priority",

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from models_registry import services
+from models_registry.credentials import validate_api_key_reference
 from models_registry.errors import AliasNotFound
 from models_registry.models import AccessGroup, ModelAlias, Status
 from models_registry.router import is_routable
@@ -20,22 +21,19 @@ from models_registry.selectors import (
     team_may_use,
 )
 from saas_llm.api import StrictSerializer, parse_body
-from saas_llm.fields import SlugIdField, StrictCharField, StrictIntegerField
+from saas_llm.fields import ExactDecimalField, SlugIdField, StrictCharField, StrictFloatField, StrictIntegerField
 from saas_llm.pagination import LimitOffsetPagination
 from tenants.auth import IsAdminKey
 
-API_KEY_REFERENCE = r"^os\.environ/[A-Za-z_][A-Za-z0-9_]*$"
 
+class ApiKeyReferenceField(StrictCharField):
+    """`os.environ/NAME` of a provider key variable (models_registry.credentials)."""
 
-class ApiKeyReferenceField(serializers.RegexField):
     def __init__(self, **kwargs):
-        super().__init__(API_KEY_REFERENCE, max_length=200, **kwargs)
-        self.error_messages["invalid"] = (
-            "must be a reference such as 'os.environ/OPENAI_API_KEY'; literal secrets are never stored"
-        )
+        super().__init__(max_length=200, validators=[validate_api_key_reference], **kwargs)
 
 
-class PriceField(serializers.DecimalField):
+class PriceField(ExactDecimalField):
     """USD per token: below 1, at most 15 decimals — exact even where the database keeps a double."""
 
     def __init__(self, **kwargs):
@@ -48,7 +46,7 @@ class DeploymentIn(StrictSerializer):
     api_key = ApiKeyReferenceField(required=False, allow_null=True, allow_blank=True)
     priority = StrictIntegerField(required=False, min_value=0, max_value=100)
     weight = StrictIntegerField(required=False, min_value=1, max_value=1_000_000)
-    timeout_s = serializers.FloatField(required=False, min_value=0.1, max_value=3600)
+    timeout_s = StrictFloatField(required=False, min_value=0.1, max_value=3600)
     input_cost_per_token = PriceField(required=False, allow_null=True)
     output_cost_per_token = PriceField(required=False, allow_null=True)
 

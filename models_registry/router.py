@@ -3,15 +3,20 @@
 Each alias is one litellm model group; a deployment's priority is litellm's `order` (lowest tier
 first, same tier load-balanced by weight), so the Router does all retries, fallbacks to the next
 tier and cooldowns. Registry writes bump RegistryVersion; each process checks it at most once per
-REGISTRY_CHECK_INTERVAL_S and swaps in the new model list (keeping the Router and its cooldowns).
+REGISTRY_CHECK_INTERVAL_S, builds a new Router for a new version and swaps it in whole. A call for
+an alias the current Router does not know (created a moment ago) checks the version at once
+instead of failing: a registry change never fails a call.
 """
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
+from models_registry.credentials import validate_api_key_reference
 from models_registry.models import Deployment, RegistryVersion, Status
 from models_registry.pricing import Prices, resolve_prices
 from saas_llm.db import db_sync_to_async
@@ -30,14 +35,25 @@ class DeploymentInfo:
     prices: Prices | None
 
 
+class NoDeployment(Exception):
+    """The alias has no deployment this process can route to (inactive, or none routable)."""
+
+
 @dataclass
 class RegistryRouter:
     version: int
     router: object  # litellm.Router (imported lazily: litellm is slow to import)
     deployments: dict[str, DeploymentInfo] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.aliases = frozenset(info.alias for info in self.deployments.values())
+
     def deployment(self, model_id: str | None) -> DeploymentInfo | None:
         return self.deployments.get(model_id or "")
+
+    def check_routable(self, alias: str) -> None:
+        if alias not in self.aliases:
+            raise NoDeployment(alias)
 
 
 def is_routable(litellm_model: str) -> bool:
@@ -65,6 +81,13 @@ def registry_model_list() -> tuple[list[dict], dict[str, DeploymentInfo]]:
             logger.error(
                 "deployment %s of %s skipped: litellm cannot route %r", item.id, item.alias_id, item.litellm_model
             )
+            continue
+        try:
+            # Again here: a row written before the allowlist (or by hand) must not send a server
+            # setting, or a literal secret, to a provider.
+            validate_api_key_reference(item.api_key)
+        except ValidationError as exc:
+            logger.error("deployment %s of %s skipped: api_key %s", item.id, item.alias_id, exc.messages[0])
             continue
         # Stable ids (the row's pk): litellm keys its per-deployment state and price map on them.
         model_id = str(item.id)
@@ -137,23 +160,32 @@ class RouterHolder:
         self._current: RegistryRouter | None = None
         self._checked_at = 0.0
         self._refreshing = False
+        self._lock = threading.Lock()
 
-    async def get(self) -> RegistryRouter:
-        if self._current is not None and time.monotonic() - self._checked_at < REGISTRY_CHECK_INTERVAL_S:
-            return self._current
-        if self._refreshing and self._current is not None:
-            return self._current  # another request of this event loop is checking: use the current one
+    async def get(self, alias: str | None = None) -> RegistryRouter:
+        """The current Router; checked against the registry version at most once per interval, and
+        at once when it does not know `alias`."""
+        current = self._current
+        if current is not None and (alias is None or alias in current.aliases):
+            if time.monotonic() - self._checked_at < REGISTRY_CHECK_INTERVAL_S or self._refreshing:
+                return current  # fresh, or another request of this process is checking right now
         self._refreshing = True
         try:
-            version = await db_sync_to_async(current_version)()
-            if self._current is None or self._current.version != version:
-                # In-flight calls keep their reference to the old Router and finish on it.
-                self._current = await db_sync_to_async(build_router)(version)
-                logger.info("litellm Router built for registry version %s", version)
-            self._checked_at = time.monotonic()
+            return await db_sync_to_async(self._refresh)()
         finally:
             self._refreshing = False
-        return self._current
+
+    def _refresh(self) -> RegistryRouter:
+        """Read the version and build a Router for it if it is new (sync, off the event loop). One
+        build at a time: concurrent callers wait for it and then find it current."""
+        version = current_version()
+        with self._lock:
+            if self._current is None or self._current.version != version:
+                # Built completely before it is swapped in; in-flight calls finish on the old one.
+                self._current = build_router(version)
+                logger.info("litellm Router built for registry version %s", version)
+            self._checked_at = time.monotonic()
+            return self._current
 
     def reset(self) -> None:
         self._current = None

@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -15,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from saas_llm.errors import InputValidationError, RequestValidationError
+from saas_llm.errors import InputValidationError, RequestValidationError, error_response
 
 logger = logging.getLogger(__name__)
 S = TypeVar("S", bound=serializers.Serializer)
@@ -122,7 +123,9 @@ def server_error(request, *args: Any, **kwargs: Any) -> JsonResponse:
     return JsonResponse({"detail": "Internal server error", "code": "internal_error"}, status=500)
 
 
-def bad_request(request, *args: Any, **kwargs: Any) -> JsonResponse:
+def bad_request(request, exception: Exception | None = None, *args: Any, **kwargs: Any) -> JsonResponse:
+    if isinstance(exception, RequestDataTooBig):  # a body over DATA_UPLOAD_MAX_MEMORY_SIZE
+        return error_response(exception)
     return JsonResponse({"detail": "Bad request", "code": "invalid_request"}, status=400)
 
 

@@ -7,7 +7,6 @@ one worker-thread hop — awaits the handler, and renders errors per SPEC §4.
 """
 
 import inspect
-import json
 import time
 from typing import Any
 
@@ -17,31 +16,20 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework.views import APIView
 
 from saas_llm.db import db_sync_to_async
-from saas_llm.errors import BadRequest, render_exception
+from saas_llm.errors import BadRequest, error_response
+from saas_llm.parsers import parse_json
 from tenants.auth import parse_bearer, resolve_api_key
 
 
-def error_response(exc: Exception) -> JsonResponse:
-    status, body, headers = render_exception(exc)
-    response = JsonResponse(body, status=status)
-    for name, value in headers.items():
-        response[name] = value
-    return response
-
-
 def json_body(request: HttpRequest) -> Any:
-    """The request's JSON body; 400 for a wrong content type or malformed JSON (never 415)."""
+    """The request's JSON body; 400 for a wrong content type or malformed JSON (never 415), 413
+    over the size limit, 422 for a value that cannot be stored (saas_llm.parsers)."""
     content_type = request.content_type or ""
     if request.body and content_type != "application/json" and not content_type.endswith("+json"):
         raise BadRequest("Request body must be JSON (Content-Type: application/json)", code="invalid_request")
     if not request.body:
         return {}
-    try:
-        return json.loads(request.body, parse_constant=lambda name: name)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"Malformed JSON: {exc}", code="invalid_request") from None
-    except RecursionError:
-        raise BadRequest("Malformed JSON: nested too deeply", code="invalid_request") from None
+    return parse_json(request.body)
 
 
 class AsyncAPIView(APIView):

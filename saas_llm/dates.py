@@ -6,6 +6,9 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from rest_framework import serializers
 
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
 
 class DateOrDateTimeField(serializers.Field):
     """ISO date or datetime. With `end=True`, a bare date means the whole day (inclusive)."""
@@ -18,23 +21,27 @@ class DateOrDateTimeField(serializers.Field):
         self.end = end
 
     def to_internal_value(self, data) -> datetime:
-        if not isinstance(data, str):
+        if not isinstance(data, str) or not data.isascii():  # "٢٠٢٤-…" is not a date here
             self.fail("invalid")
         try:
             # A bare date first: parse_datetime() would read "2024-01-11" as midnight.
             day = parse_date(data) if len(data) == 10 else None
             moment = datetime.combine(day, time.min) if day else parse_datetime(data)
-            if moment is None:
-                self.fail("invalid")
-            if day and self.end:
-                moment += timedelta(days=1)
-            elif self.end:
-                # An exclusive bound that includes the instant given.
-                moment += timedelta(microseconds=1)
         except ValueError:
             self.fail("invalid")
+        if moment is None:
+            self.fail("invalid")
         if timezone.is_naive(moment):
-            moment = timezone.make_aware(moment, UTC)
+            moment = moment.replace(tzinfo=UTC)
+        try:
+            # In UTC: Postgres holds offsets only up to ±15:59, Python's up to ±23:59.
+            moment = moment.astimezone(UTC)
+            if self.end:
+                # An exclusive bound: the whole day given, or just past the instant given.
+                moment += timedelta(days=1) if day else timedelta(microseconds=1)
+        except OverflowError:
+            # At the edge of the calendar (9999-12-31, or 0001-01-01 east of UTC): the edge itself.
+            moment = LATEST if moment.year > 1 else EARLIEST
         return moment
 
     def to_representation(self, value):

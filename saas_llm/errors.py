@@ -8,9 +8,11 @@ never catch them, and `exception_handler` renders every failure as `{"detail", "
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -84,6 +86,14 @@ class Conflict(ApiError):
     status_code = 409
     detail = "Conflict"
     code = "conflict"
+
+
+class RequestTooLarge(ApiError):
+    status_code = 413
+    code = "request_too_large"
+
+    def __init__(self) -> None:
+        super().__init__(f"Request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes")
 
 
 class ServiceUnavailable(ApiError):
@@ -179,6 +189,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 
 
 def render_exception(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]]:
+    if isinstance(exc, RequestDataTooBig):  # Django's own limit on request.body
+        exc = RequestTooLarge()
     if isinstance(exc, ApiError):
         return exc.status_code, exc.payload(), exc.headers
     if isinstance(exc, InputValidationError):
@@ -211,6 +223,49 @@ def render_exception(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str
         return 503, {"detail": "Database unavailable", "code": "database_unavailable"}, {"Retry-After": "1"}
     logger.exception("unhandled error", exc_info=exc)
     return 500, {"detail": "Internal server error", "code": "internal_error"}, {}
+
+
+# OpenAI's error `type` by status, for the /v1 routes (SPEC §5.2).
+OPENAI_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_shape(status: int, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """A SPEC §4 error body in OpenAI's shape `{"error": {"message", "type", "param", "code"}}`:
+    a validation error is a 400 naming the first problem."""
+    detail = body.get("detail")
+    param = None
+    if isinstance(detail, list):
+        status = 400
+        first = detail[0] if detail else {}
+        param = ".".join(str(part) for part in first.get("loc", [])[1:]) or None
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        code = "invalid_request"
+    else:
+        message, code = str(detail), body.get("code")
+    if status == 401:
+        code = code or "invalid_api_key"
+    error_type = OPENAI_ERROR_TYPES.get(status, "api_error")
+    return status, {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def error_response(exc: Exception, *, openai: bool = False) -> JsonResponse:
+    """The JSON response for `exc` outside DRF: SPEC §4's shape, or OpenAI's on the /v1 routes."""
+    status, body, headers = render_exception(exc)
+    if openai:
+        status, body = openai_shape(status, body)
+    response = JsonResponse(body, status=status)
+    for name, value in headers.items():
+        response[name] = value
+    return response
 
 
 class UnprocessableRequest(ApiError):

@@ -1,6 +1,7 @@
 """Serializer fields shared by every app's API: slugs, metadata, money."""
 
 import json
+import re
 from decimal import Decimal
 
 from rest_framework import serializers
@@ -31,7 +32,6 @@ class MetadataField(serializers.JSONField):
         "not_a_dict": "must be a JSON object",
         "too_large": f"must be at most {METADATA_MAX_BYTES} bytes when serialised",
         "too_deep": f"must be nested at most {METADATA_MAX_DEPTH} levels deep",
-        "null_characters_not_allowed": "Null characters are not allowed.",
     }
 
     def __init__(self, **kwargs):
@@ -39,11 +39,10 @@ class MetadataField(serializers.JSONField):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
-        # Checked before any json.dumps: deep nesting would raise RecursionError (a 500), and
-        # Postgres' jsonb rejects NUL characters with an error instead of storing them.
-        problem = _json_problem(data)
-        if problem:
-            self.fail(problem)
+        # Checked before any json.dumps: deep nesting would raise RecursionError (a 500). Strings
+        # the database cannot hold never get here (saas_llm.parsers refuses them).
+        if _too_deep(data):
+            self.fail("too_deep")
         data = super().to_internal_value(data)
         if not isinstance(data, dict):
             self.fail("not_a_dict")
@@ -52,28 +51,36 @@ class MetadataField(serializers.JSONField):
         return data
 
 
-def _json_problem(data) -> str | None:
-    """The first reason a parsed JSON value cannot be stored as metadata (iterative: no recursion)."""
+def _too_deep(data) -> bool:
+    """Whether a parsed JSON value nests deeper than METADATA_MAX_DEPTH (iterative: no recursion)."""
     stack = [(data, 1)]
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, dict):
+        if isinstance(value, dict | list):
             if depth > METADATA_MAX_DEPTH:
-                return "too_deep"
-            for key, item in value.items():
-                if isinstance(key, str) and "\x00" in key:
-                    return "null_characters_not_allowed"
-                stack.append((item, depth + 1))
-        elif isinstance(value, list):
-            if depth > METADATA_MAX_DEPTH:
-                return "too_deep"
-            stack.extend((item, depth + 1) for item in value)
-        elif isinstance(value, str) and "\x00" in value:
-            return "null_characters_not_allowed"
-    return None
+                return True
+            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return False
 
 
-class CreditsField(serializers.DecimalField):
+# A numeric string, ASCII only: Python's Decimal() would also take "١" (an Arabic-Indic one),
+# "1_000" and surrounding whitespace.
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
+class ExactDecimalField(serializers.DecimalField):
+    """A JSON number or numeric string, parsed exactly: a JSON number keeps its literal
+    (saas_llm.parsers.JsonNumber), so too many decimals are a 422, never a silent rounding."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, str | int | float):
+            self.fail("invalid")
+        if not _DECIMAL_TEXT.fullmatch(str(data)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class CreditsField(ExactDecimalField):
     """Credits: a JSON number or numeric string, at most 4 decimal places, rendered as a number."""
 
     def __init__(self, **kwargs):
@@ -84,7 +91,7 @@ class CreditsField(serializers.DecimalField):
         super().__init__(**kwargs)
 
 
-class UsdField(serializers.DecimalField):
+class UsdField(ExactDecimalField):
     """USD: at most 9 decimal places, rendered as a number."""
 
     def __init__(self, **kwargs):
@@ -108,6 +115,15 @@ class StrictIntegerField(serializers.IntegerField):
 
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    """A JSON number (not a numeric string, not a boolean)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | float):
             self.fail("invalid")
         return super().to_internal_value(data)
 

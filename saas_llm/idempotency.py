@@ -5,18 +5,27 @@ only one process can win), runs, and stores its response when it is final (statu
 or 429); a retry replays it with `Idempotent-Replayed: true` without doing the work again. A
 different request under the same key is a 422, a retry while the first still runs a 409. Failed
 first attempts delete their row so the client may retry. Streaming responses are never stored.
+
+Whatever answers from a stored row (replay, 409, 422) first checks that the key still
+authenticates: a revoked key gets the 401 any request of it gets, never the stored response.
+One-time secrets (a new virtual key, a webhook signing secret) are never stored: the view names
+them (`one_time_secrets`), the stored body goes without them, and a replay answers with the
+secret removed and `"secret_redacted": true`.
 """
 
 import hashlib
+import json
 import logging
 from datetime import timedelta
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.db import DatabaseError, IntegrityError, transaction
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 from django.utils import timezone
+from rest_framework.settings import api_settings
 
 from saas_llm.db import db_sync_to_async
+from saas_llm.errors import BadRequest, Conflict, RequestValidationError, UnprocessableRequest, error_response
 from tenants.models import IdempotencyRecord, IdempotencyStatus, hash_key
 
 logger = logging.getLogger(__name__)
@@ -26,7 +35,14 @@ MAX_KEY_LENGTH = 255
 RETENTION = timedelta(hours=24)
 # A first attempt still "in progress" after this long died with its worker: let a retry take over.
 ABANDONED_AFTER = timedelta(minutes=10)
-REPLAYED_HEADERS = ("Content-Type", "Retry-After", "X-Gateway-Overhead-Ms")
+REPLAYED_HEADERS = ("Content-Type", "Retry-After", "X-Gateway-Overhead-Ms", "X-Job-Id", "X-Call-Id")
+SECRETS_ATTRIBUTE = "one_time_secret_fields"
+
+
+def one_time_secrets(response: HttpResponse, *fields: str) -> HttpResponse:
+    """Mark top-level fields of a JSON response as secrets shown once: never stored for replay."""
+    setattr(response, SECRETS_ATTRIBUTE, fields)
+    return response
 
 
 def _credential(request) -> str | None:
@@ -45,27 +61,29 @@ def _fingerprint(request) -> str:
     return digest.hexdigest()
 
 
-def _error(status: int, detail, code: str | None = None) -> JsonResponse:
-    body = {"detail": detail}
-    if code:
-        body["code"] = code
-    return JsonResponse(body, status=status)
+def _authenticate(request) -> None:
+    """Raise the 401 a request with this key gets now (the API's own authentication class)."""
+    for authentication in api_settings.DEFAULT_AUTHENTICATION_CLASSES:
+        authentication().authenticate(request)
+
+
+def _check_key(key: str) -> None:
+    if not key:
+        raise BadRequest(f"{HEADER} must not be empty", code="invalid_idempotency_key")
+    if len(key) > MAX_KEY_LENGTH:
+        raise RequestValidationError.single(
+            ["header", HEADER],
+            f"ensure this value has at most {MAX_KEY_LENGTH} characters",
+            "value_error.any_str.max_length",
+        )
 
 
 def begin(request) -> tuple[IdempotencyRecord | None, HttpResponse | None]:
-    """Claim the key for this request, or return the response to send instead (replay/409/422)."""
+    """Claim the key for this request, or return the response to send instead (replay/409/422).
+
+    Raises an ApiError for a key that is not valid, or a key no longer valid for a stored row."""
     key = request.headers.get(HEADER)
-    if len(key) > MAX_KEY_LENGTH:
-        return None, _error(
-            422,
-            [
-                {
-                    "loc": ["header", HEADER],
-                    "msg": f"ensure this value has at most {MAX_KEY_LENGTH} characters",
-                    "type": "value_error.any_str.max_length",
-                }
-            ],
-        )
+    _check_key(key)
     credential = _credential(request)
     if credential is None:
         return None, None  # unauthenticated: the view answers 401, nothing to remember
@@ -87,14 +105,13 @@ def begin(request) -> tuple[IdempotencyRecord | None, HttpResponse | None]:
         ):
             IdempotencyRecord.objects.filter(pk=existing.pk, created_at=existing.created_at).delete()
             continue
+        _authenticate(request)
         if existing.fingerprint != fingerprint:
-            return None, _error(422, "Idempotency-Key was used with a different request", "idempotency_mismatch")
+            raise UnprocessableRequest("Idempotency-Key was used with a different request", code="idempotency_mismatch")
         if existing.status == IdempotencyStatus.IN_PROGRESS:
-            return None, _error(
-                409, "A request with this Idempotency-Key is still in progress", "idempotency_in_progress"
-            )
+            raise Conflict("A request with this Idempotency-Key is still in progress", code="idempotency_in_progress")
         return None, _replay(existing)
-    return None, _error(409, "A request with this Idempotency-Key is still in progress", "idempotency_in_progress")
+    raise Conflict("A request with this Idempotency-Key is still in progress", code="idempotency_in_progress")
 
 
 def _replay(record: IdempotencyRecord) -> HttpResponse:
@@ -103,6 +120,17 @@ def _replay(record: IdempotencyRecord) -> HttpResponse:
         response[name] = value
     response["Idempotent-Replayed"] = "true"
     return response
+
+
+def _stored_body(response: HttpResponse) -> bytes:
+    secrets = getattr(response, SECRETS_ATTRIBUTE, ())
+    if not secrets:
+        return response.content
+    body = json.loads(response.content)
+    for name in secrets:
+        body.pop(name, None)
+    body["secret_redacted"] = True
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def finish(record: IdempotencyRecord, response: HttpResponse) -> None:
@@ -116,7 +144,7 @@ def finish(record: IdempotencyRecord, response: HttpResponse) -> None:
     IdempotencyRecord.objects.filter(pk=record.pk).update(
         status=IdempotencyStatus.COMPLETED,
         response_status=response.status_code,
-        response_body=response.content,
+        response_body=_stored_body(response),
         response_headers=headers,
     )
 
@@ -130,15 +158,9 @@ def purge_expired(*, now=None) -> int:
     return deleted
 
 
-def _database_unavailable(request, exc: Exception) -> HttpResponse:
-    """The 503 the view itself would have answered (OpenAI's error shape under /v1/)."""
-    if request.path.startswith("/v1/"):
-        from jobs.openai_compat import openai_error
-
-        return openai_error(exc)
-    from saas_llm.async_views import error_response
-
-    return error_response(exc)
+def _refused(request, exc: Exception) -> HttpResponse:
+    """The error the view itself would have answered (OpenAI's error shape under /v1/)."""
+    return error_response(exc, openai=request.path.startswith("/v1/"))
 
 
 def _finish_or_log(record: IdempotencyRecord, response: HttpResponse) -> None:
@@ -177,8 +199,8 @@ class IdempotencyMiddleware:
             return self.get_response(request)
         try:
             record, early = begin(request)
-        except DatabaseError as exc:  # outside the view: Django would answer a bare 500
-            return _database_unavailable(request, exc)
+        except Exception as exc:  # outside the view: Django would answer a bare 500 or an HTML 400
+            return _refused(request, exc)
         if early is not None or record is None:
             return early or self.get_response(request)
         try:
@@ -194,8 +216,8 @@ class IdempotencyMiddleware:
             return await self.get_response(request)
         try:
             record, early = await _begin_async(request)
-        except DatabaseError as exc:  # outside the view: Django would answer a bare 500
-            return _database_unavailable(request, exc)
+        except Exception as exc:  # outside the view: Django would answer a bare 500 or an HTML 400
+            return _refused(request, exc)
         if early is not None or record is None:
             return early or await self.get_response(request)
         try:

@@ -1,44 +1,44 @@
+import re
+
 from rest_framework import pagination
 from rest_framework.response import Response
 
 from saas_llm.errors import RequestValidationError
 
+_INTEGER = re.compile(r"-?\d+", re.ASCII)  # int() would also take "١", "1_0" and " 5"
+MAXIMUM = 10**15  # an OFFSET past a bigint is a database error, not an empty page
 
-def _non_negative_int(request, name: str, default: int) -> int:
+
+def _int_at_least(request, name: str, default: int, minimum: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
+    if not _INTEGER.fullmatch(raw):
+        raise RequestValidationError.single(["query", name], "value is not a valid integer", "type_error.integer")
+    if len(raw.lstrip("-")) > len(str(MAXIMUM)) or int(raw) > MAXIMUM:
         raise RequestValidationError.single(
-            ["query", name], "value is not a valid integer", "type_error.integer"
-        ) from None
-    if value < 0:
+            ["query", name], f"ensure this value is less than or equal to {MAXIMUM}", "value_error.number.not_le"
+        )
+    value = int(raw)
+    if value < minimum:
         raise RequestValidationError.single(
-            ["query", name], "ensure this value is greater than or equal to 0", "value_error.number.not_ge"
+            ["query", name], f"ensure this value is greater than or equal to {minimum}", "value_error.number.not_ge"
         )
     return value
 
 
 class LimitOffsetPagination(pagination.LimitOffsetPagination):
-    """limit (default 100, clamped to 1000) / offset; bad values are 422, never silently ignored."""
+    """limit (1…, default 100, clamped to 1000) / offset (0…); bad values are 422, never silently
+    ignored (SPEC §4: `limit=0` too — a page of nothing would make `next` point at itself)."""
 
     default_limit = 100
     max_limit = 1000
 
     def get_limit(self, request) -> int:
-        return min(_non_negative_int(request, self.limit_query_param, self.default_limit), self.max_limit)
+        return min(_int_at_least(request, self.limit_query_param, self.default_limit, 1), self.max_limit)
 
     def get_offset(self, request) -> int:
-        return _non_negative_int(request, self.offset_query_param, 0)
-
-    def paginate_queryset(self, queryset, request, view=None):
-        if self.get_limit(request) == 0:
-            self.limit, self.offset, self.request = 0, self.get_offset(request), request
-            self.count = self.get_count(queryset)
-            return []
-        return super().paginate_queryset(queryset, request, view)
+        return _int_at_least(request, self.offset_query_param, 0, 0)
 
     def get_paginated_response(self, data) -> Response:
         return Response(self.get_paginated_payload(data))

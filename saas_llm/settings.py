@@ -222,6 +222,10 @@ SAAS_LLM_JOB_TIMEOUT_S = env_int("SAAS_LLM_JOB_TIMEOUT", 24 * 3600)
 # A key's last_used_at is written at most once per this many seconds (never on every request).
 SAAS_LLM_KEY_TOUCH_INTERVAL_S = env_int("SAAS_LLM_KEY_TOUCH_INTERVAL", 60)
 
+# Environment variables a deployment may name as its provider key (`os.environ/NAME`), as
+# shell-style patterns (SPEC §5.6). The server's own settings are refused whatever this says.
+SAAS_LLM_PROVIDER_KEY_ENV = env_list("SAAS_LLM_PROVIDER_KEY_ENV", "*_API_KEY,*_API_TOKEN,*_ACCESS_KEY")
+
 # litellm Router policy (SPEC §5.6): retries per tier, then the next priority tier.
 SAAS_LLM_NUM_RETRIES = env_int("SAAS_LLM_NUM_RETRIES", 2)
 SAAS_LLM_ALLOWED_FAILS = env_int("SAAS_LLM_ALLOWED_FAILS", 3)

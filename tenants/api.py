@@ -1,5 +1,6 @@
 """HTTP layer for organizations, teams and keys (SPEC §5.3, §5.4). Parse → one service → render."""
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -16,6 +17,7 @@ from saas_llm.fields import (
     StrictCharField,
     StrictIntegerField,
 )
+from saas_llm.idempotency import one_time_secrets
 from saas_llm.pagination import LimitOffsetPagination
 from tenants import services
 from tenants.auth import IsAdminKey, acting_team
@@ -122,6 +124,11 @@ class TeamStatusOut(serializers.Serializer):
 class KeyCreateIn(serializers.Serializer):
     name = StrictCharField(max_length=200)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+    def validate_expires_at(self, value):
+        if value is not None and value <= timezone.now():
+            raise serializers.ValidationError("must be in the future")
+        return value
 
 
 class KeyCreatedOut(serializers.Serializer):
@@ -259,7 +266,8 @@ class TeamCreateView(APIView):
             actor=f"api-key:{request.auth.key.prefix}",
             **data,
         )
-        return Response({**render_team(get_team(team.id), admin=True), "virtual_key": raw_key}, status=201)
+        body = {**render_team(get_team(team.id), admin=True), "virtual_key": raw_key}
+        return one_time_secrets(Response(body, status=201), "virtual_key")
 
 
 class TeamDetailView(APIView):
@@ -329,7 +337,7 @@ class TeamKeysView(APIView):
             "created_at": key.created_at,
             "expires_at": key.expires_at,
         }
-        return Response(KeyCreatedOut(body).data, status=201)
+        return one_time_secrets(Response(KeyCreatedOut(body).data, status=201), "key")
 
 
 class TeamKeyRevokeView(APIView):

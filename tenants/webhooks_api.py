@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 
 from saas_llm.api import StrictSerializer, parse_body, parse_query
 from saas_llm.fields import SlugIdField, StrictCharField
+from saas_llm.idempotency import one_time_secrets
 from saas_llm.pagination import LimitOffsetPagination
 from tenants import webhooks
 from tenants.auth import acting_team, team_filter
@@ -100,7 +101,8 @@ class WebhookRegisterView(APIView):
         endpoint = webhooks.register_webhook(
             team=team, url=data["webhook_url"], events=data["events"], description=data.get("description", "")
         )
-        return Response({**WebhookOut(endpoint).data, "secret": endpoint.secret}, status=201)
+        body = {**WebhookOut(endpoint).data, "secret": endpoint.secret}
+        return one_time_secrets(Response(body, status=201), "secret")
 
 
 class WebhookListView(APIView):

@@ -90,6 +90,18 @@ def make_tenant(team_id: str, org_id: str, credits: Decimal | int = 100, **confi
 
 
 @pytest.fixture
+def staff(db, settings) -> Client:
+    """A logged-in superuser `root` of the Django admin."""
+    from django.contrib.auth.models import User
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # ~1 s per login otherwise
+    User.objects.create_superuser("root", "root@example.com", "correct horse battery staple")
+    client = Client()
+    assert client.login(username="root", password="correct horse battery staple")
+    return client
+
+
+@pytest.fixture
 def acme(db) -> Tenant:
     return make_tenant("acme-corp", "acme")
 

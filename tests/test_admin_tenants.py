@@ -13,20 +13,6 @@ from tenants.models import ApiKey, Organization, Team, TeamStatus, hash_key
 KEY_RE = r"sk-[A-Za-z0-9_-]{32,}"
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # The production hasher costs ~1 s per login; these tests are about the admin, not hashing.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def staff(db) -> Client:
-    User.objects.create_superuser("root", "root@example.com", "correct horse battery staple")
-    client = Client()
-    assert client.login(username="root", password="correct horse battery staple")
-    return client
-
-
 def _action(client: Client, url: str, action: str, ids: list[str], **extra):
     return client.post(url, {"action": action, "_selected_action": ids, **extra}, follow=True)
 

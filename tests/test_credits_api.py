@@ -475,9 +475,7 @@ def test_transactions_naive_datetime_is_utc(dated):
         ({"end_date": "2024-02-30"}, ["query", "end_date"]),
         ({"start_date": "2024-01-01T25:00:00"}, ["query", "start_date"]),
         ({"start_date": "2024-01-02T00:00:00Z", "end_date": "2024-01-01T00:00:00Z"}, ["query", "end_date"]),
-        pytest.param(
-            {"start_date": "2024-01-02", "end_date": "2024-01-01"}, ["query", "end_date"]
-        ),
+        pytest.param({"start_date": "2024-01-02", "end_date": "2024-01-01"}, ["query", "end_date"]),
         ({"kind": "bonus"}, ["query", "kind"]),
         ({"job_id": "not-a-uuid"}, ["query", "job_id"]),
         ({"limit": "-1"}, ["query", "limit"]),
@@ -512,8 +510,7 @@ def test_transactions_pagination(acme):
     assert last["next"] is None
 
     assert acme.api.get("/api/credits/transactions", {"offset": 10}).json()["results"] == []
-    empty = acme.api.get("/api/credits/transactions", {"limit": 0}).json()
-    assert (empty["count"], empty["results"]) == (6, [])
+    assert acme.api.get("/api/credits/transactions", {"limit": 0}).status_code == 422
     # Above 1000 is clamped, not refused.
     assert len(acme.api.get("/api/credits/transactions", {"limit": 5000}).json()["results"]) == 6
 

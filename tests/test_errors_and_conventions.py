@@ -292,10 +292,24 @@ def test_limit_above_1000_is_clamped(admin, acme, asked, effective):
     assert f"limit={effective}" in body["previous"]
 
 
-def test_limit_zero_returns_only_the_count(admin, acme):
-    body = admin.get("/api/teams/acme-corp/keys", {"limit": "0"}).json()
-    assert body["count"] == 1
-    assert body["results"] == []
+@pytest.mark.parametrize(
+    ("params", "type_"),
+    [
+        ({"limit": "0"}, "value_error.number.not_ge"),  # a page of nothing: its `next` would loop (SPEC §4)
+        ({"limit": "-1"}, "value_error.number.not_ge"),
+        ({"offset": "-1"}, "value_error.number.not_ge"),
+        ({"limit": "\u0661"}, "type_error.integer"),  # an Arabic-Indic one: only ASCII digits are digits
+        ({"limit": "1_0"}, "type_error.integer"),
+        ({"limit": " 5"}, "type_error.integer"),
+        ({"offset": "9" * 5000}, "value_error.number.not_le"),  # past int()'s digit limit: was a 500
+        ({"offset": str(2**63)}, "value_error.number.not_le"),  # past a bigint OFFSET: was a 500
+    ],
+)
+def test_bad_pagination_is_422(admin, acme, params, type_):
+    response = admin.get("/api/teams/acme-corp/keys", params)
+    assert response.status_code == 422, response.content
+    [error] = response.json()["detail"]
+    assert (error["loc"], error["type"]) == (["query", next(iter(params))], type_)
 
 
 def test_offset_past_the_end_is_empty(admin, acme):
@@ -310,12 +324,13 @@ def test_offset_past_the_end_is_empty(admin, acme):
 @pytest.mark.parametrize(
     ("value", "msg", "type_"),
     [
-        ("-1", "ensure this value is greater than or equal to 0", "value_error.number.not_ge"),
+        ("-1", "ensure this value is greater than or equal to {minimum}", "value_error.number.not_ge"),
         ("abc", "value is not a valid integer", "type_error.integer"),
         ("1.5", "value is not a valid integer", "type_error.integer"),
     ],
 )
 def test_bad_pagination_values_are_422(admin, acme, path, name, value, msg, type_):
+    msg = msg.format(minimum=1 if name == "limit" else 0)
     response = admin.get(path, {name: value})
     assert response.status_code == 422
     assert response.json() == {"detail": [{"loc": ["query", name], "msg": msg, "type": type_}]}

@@ -15,7 +15,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from asgiref.sync import async_to_sync
-from django.test import AsyncClient
+from django.test import AsyncClient, Client
 from django.utils import timezone
 
 from billing.models import EntryKind, LedgerEntry
@@ -144,6 +144,85 @@ def test_without_a_valid_bearer_nothing_is_remembered(anon):
 
     assert response.status_code == 401
     assert not IdempotencyRecord.objects.exists()
+
+
+def test_an_empty_key_is_400(acme):
+    response = acme.api.post("/api/jobs/create", {"job_type": "x"}, headers=idem(""))
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Idempotency-Key must not be empty", "code": "invalid_idempotency_key"}
+    assert not Job.objects.exists() and not IdempotencyRecord.objects.exists()
+
+
+def spost(key: str | None, path: str, body, headers: dict | None = None):
+    """POST through the sync test client: the middleware's sync path."""
+    return Api(Client(), key).post(path, body, headers=headers)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("send", [spost, apost], ids=["sync", "async"])
+def test_a_body_over_the_limit_is_413_with_a_key(acme, settings, send):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = {"job_type": "x", "metadata": {"blob": "x" * 2000}}
+
+    response = send(acme.key, "/api/jobs/create", body, idem("big-1"))
+
+    assert response.status_code == 413, response.content
+    assert response.json() == {"detail": "Request body is larger than 1000 bytes", "code": "request_too_large"}
+    assert not Job.objects.exists() and not IdempotencyRecord.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)  # the async path reads the key on a worker thread's connection
+@pytest.mark.parametrize("send", [spost, apost], ids=["sync", "async"])
+def test_a_revoked_key_gets_401_not_the_stored_response(acme, send):
+    key, raw = tenant_services.issue_key(team=acme.team, name="soon-revoked")
+    first = send(raw, "/api/jobs/create", {"job_type": "x"}, idem("revoked-1"))
+    assert first.status_code == 201
+    tenant_services.revoke_key(key=key)
+
+    replay = send(raw, "/api/jobs/create", {"job_type": "x"}, idem("revoked-1"))
+    mismatch = send(raw, "/api/jobs/create", {"job_type": "other"}, idem("revoked-1"))
+
+    for response in (replay, mismatch):
+        assert response.status_code == 401, response.content
+        assert response.json() == {"detail": "API key has been revoked"}
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert "Idempotent-Replayed" not in response.headers
+    assert Job.objects.count() == 1
+
+
+# Every POST whose answer holds a secret shown once: (path, body, the secret's field).
+SECRET_CREATIONS = {
+    "team-create": ("/api/teams/create", {"team_id": "t-secret", "organization_id": "acme"}, "virtual_key"),
+    "key-create": ("/api/teams/acme-corp/keys", {"name": "ci"}, "key"),
+    "webhook-register": (
+        "/api/webhooks/register",
+        {"team_id": "acme-corp", "webhook_url": "http://127.0.0.1:9/hooks", "events": ["job.completed"]},
+        "secret",
+    ),
+}
+
+
+@pytest.mark.parametrize("creation", SECRET_CREATIONS)
+def test_one_time_secrets_are_never_stored_and_replays_redact_them(admin, acme, settings, creation):
+    settings.SAAS_LLM_WEBHOOK_ALLOW_PRIVATE = True
+    path, body, field = SECRET_CREATIONS[creation]
+
+    first = admin.post(path, body, headers=idem(creation))
+    replay = admin.post(path, body, headers=idem(creation))
+
+    assert first.status_code == 201, first.content
+    secret = first.json()[field]
+    assert secret.startswith(("sk-", "whsec_"))
+    stored = bytes(IdempotencyRecord.objects.get(key=creation).response_body)
+    assert secret.encode() not in stored
+    assert replay.status_code == 201
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    replayed = replay.json()
+    assert field not in replayed and replayed["secret_redacted"] is True
+    assert {name: value for name, value in first.json().items() if name != field} == {
+        name: value for name, value in replayed.items() if name != "secret_redacted"
+    }
 
 
 # --- retention -------------------------------------------------------------------------------------

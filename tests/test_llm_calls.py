@@ -309,10 +309,92 @@ def test_provider_400_is_passed_on_without_retries_or_fallbacks(llm_team, mock):
     response = call(llm_team, job_id, model="chat-fb", messages=[{"role": "user", "content": "[[mock:bogus=1]]"}])
 
     assert response.status_code == 400
-    assert response.json()["code"] == "provider_bad_request"
-    assert "invalid mock directive [[mock:bogus=1]]" in response.json()["detail"]
+    # The provider's own message, without our library's exception names (was "litellm.BadRequestError:
+    # OpenAIException - …"); staff still see the whole text on the call row.
+    assert response.json() == {"detail": "invalid mock directive [[mock:bogus=1]]", "code": "provider_bad_request"}
     assert mock.stats()["requests"] == 1
-    assert LLMCall.objects.get(job_id=job_id).status == "error"
+    call_row = LLMCall.objects.get(job_id=job_id)
+    assert call_row.status == "error" and "OpenAIException" in call_row.error
+
+
+# --- strings the database cannot hold (found by an attacker: calls served, never recorded) --------
+
+UNSTORABLE = [
+    pytest.param('"a\\u0000b"', ["messages", 0, "content"], id="nul-in-content"),
+    pytest.param('"a\\ud800b"', ["messages", 0, "content"], id="lone-surrogate-in-content"),
+    pytest.param('[{"type": "text", "text": "x\\u0000"}]', ["messages", 0, "content", 0, "text"], id="nul-in-part"),
+]
+
+
+@pytest.mark.parametrize("path", ["llm-call", "llm-call-stream"])
+@pytest.mark.parametrize(("content", "loc"), UNSTORABLE)
+def test_unstorable_text_is_422_before_the_provider_is_called(llm_team, mock, sse_post, path, content, loc):
+    """A store_prompts team's NUL reached the provider, then the stored request body failed in Postgres:
+    500, the job left in_progress holding its credit, the call never recorded."""
+    tenant_services.update_team(team=llm_team.team, store_prompts=True)
+    job_id = new_job(llm_team)
+    raw = '{"messages": [{"role": "user", "content": ' + content + "}]}"
+
+    response, _ = sse_post(llm_team.key, f"/api/jobs/{job_id}/{path}", raw)
+
+    assert response.status_code == 422, response.content
+    [error] = json.loads(response.content)["detail"]
+    assert error["loc"] == ["body", *loc]
+    assert error["type"] in ("value_error.null_characters_not_allowed", "value_error.surrogate_characters_not_allowed")
+    assert mock.requests == 0
+    assert not LLMCall.objects.exists()
+    assert Job.objects.get(id=job_id).status == "pending"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"messages": [{"role": "user", "content": "hi", "name": "a\\u0000"}]}',
+        '{"messages": [{"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", '
+        '"function": {"name": "f", "arguments": "{\\"a\\": \\"\\u0000\\"}"}}]}]}',
+        '{"messages": [{"role": "user", "content": "hi"}], "metadata": {"k": "\\udc00"}}',
+        '{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": '
+        '{"name": "f", "parameters": {"description": "\\u0000"}}}]}',
+        '{"messages": [{"role": "user", "content": "hi"}], "purpose": "\\ud800"}',
+    ],
+    ids=["name", "tool-arguments", "metadata", "tool-parameters", "purpose"],
+)
+def test_unstorable_text_anywhere_in_the_body_is_422(llm_team, mock, raw):
+    job_id = new_job(llm_team)
+
+    response = llm_team.api.post(f"/api/jobs/{job_id}/llm-call", raw=raw)
+
+    assert response.status_code == 422, response.content
+    assert mock.requests == 0
+    assert not LLMCall.objects.exists()
+
+
+def test_a_call_is_recorded_whatever_the_provider_sent_back(llm_team):
+    """What comes back is recorded, never refused: NULs and lone surrogates are replaced."""
+    from jobs import services as job_services
+    from jobs.services import CallRecord
+
+    tenant_services.update_team(team=llm_team.team, store_prompts=True)
+    job = job_services.create_job(team=llm_team.team, job_type="odd-bytes")
+    record = CallRecord(
+        model_alias="chat-fast",
+        status="success",
+        prompt_tokens=3,
+        completion_tokens=2,
+        provider_response_id="id\x00",
+        finish_reason="stop",
+        request_body={"messages": [{"role": "user", "content": "fine"}]},
+        response_body={"role": "assistant", "content": "a\x00b\ud800c", "tool_calls": [{"arguments": "\udfff"}]},
+        error="provider said \x00",
+    )
+
+    call_row = job_services.record_call(team=llm_team.team, job_id=job.id, record=record)
+
+    stored = LLMCall.objects.get(id=call_row.id)
+    assert stored.response_body["content"] == "a\ufffdb\ufffdc"
+    assert stored.response_body["tool_calls"] == [{"arguments": "\ufffd"}]
+    assert (stored.provider_response_id, stored.error) == ("id\ufffd", "provider said \ufffd")
+    assert Job.objects.get(id=job.id).total_calls == 1
 
 
 # --- admission errors: nothing reaches the provider (§3, §5.2, §5.6, §6) -------------------------
@@ -378,8 +460,9 @@ def test_inactive_alias_cannot_be_called(llm_team, admin, mock):
 
     response = call(llm_team, job_id)
 
-    assert response.status_code == 404
-    assert response.json() == {"detail": "Model alias 'chat-fast' not found", "code": "model_not_found"}
+    # SPEC §5.6: a known alias the team may not call (inactive) is a 403, not an unknown one.
+    assert response.status_code == 403
+    assert response.json() == {"detail": "Team is not allowed to use model 'chat-fast'", "code": "model_not_allowed"}
     assert mock.requests == 0
     assert LLMCall.objects.count() == 0
 

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -400,6 +401,10 @@ REFUSALS = [
         {}, {"model": "chat-premium"}, openai.PermissionDeniedError, 403, "model_not_allowed", id="not-allowed"
     ),
     pytest.param({}, {"model": "no-such-model"}, openai.NotFoundError, 404, "model_not_found", id="unknown-model"),
+    # Known but inactive: not allowed (SPEC §5.6), never "unknown" (was a 404).
+    pytest.param(
+        {}, {"model": "chat-retired"}, openai.PermissionDeniedError, 403, "model_not_allowed", id="inactive-model"
+    ),
     pytest.param({}, {"model": "chat-fast", "messages": []}, openai.BadRequestError, 400, None, id="empty-messages"),
     pytest.param(
         {}, {"model": "chat-fast", "temperature": 7}, openai.BadRequestError, 400, None, id="temperature-out-of-range"
@@ -438,6 +443,85 @@ def test_refused_requests_use_openai_errors_and_leave_no_job_or_charge(
         assert exc.type == "permission_error"
     assert gw.books() == (jobs_before, balance_before)
     assert gw.mock.requests == requests_before  # the provider was never called
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("text", ["a\x00b", "a\ud800b", "\udfff"], ids=["nul", "lone-high", "lone-low"])
+def test_unstorable_text_is_a_400_before_the_provider_and_never_cools_the_alias_down(gw, text, stream):
+    """Found by an attacker: a lone surrogate failed in the provider client, was counted as a provider
+    failure, and three of them cooled `chat-fast` down for every team for 30 s; a NUL reached the
+    provider and then could not be stored. Both are refused before anything is called or written."""
+    jobs_before, balance_before = gw.books()
+    requests_before = gw.mock.requests
+    # ASCII JSON (\\ud800 escaped): the SDK sends UTF-8, which cannot even encode a lone surrogate.
+    raw = json.dumps({"model": "chat-fast", "stream": stream, "messages": [{"role": "user", "content": text}]})
+    for _ in range(4):  # SAAS_LLM_ALLOWED_FAILS is 3
+        response = gw.api("POST", "/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert (error["type"], error["param"], error["code"]) == (
+            "invalid_request_error",
+            "messages.0.content",
+            "invalid_request",
+        )
+    assert gw.books() == (jobs_before, balance_before)
+    assert gw.mock.requests == requests_before
+    # The alias still serves (the same deployment, any team).
+    served = gw.client().chat.completions.create(model="chat-fast", messages=_user())
+    assert served.choices[0].message.content == ANSWER
+
+
+def test_idempotency_answers_on_v1_use_openai_errors_and_replay_every_header(gw):
+    key = {"Idempotency-Key": f"v1-{uuid.uuid4()}"}
+    first = gw.api("POST", "/v1/chat/completions", json={"model": "chat-fast", "messages": _user()}, headers=key)
+    replay = gw.api("POST", "/v1/chat/completions", json={"model": "chat-fast", "messages": _user()}, headers=key)
+    mismatch = gw.api("POST", "/v1/chat/completions", json={"model": "chat-fast", "messages": _user("hi")}, headers=key)
+    empty = gw.api(
+        "POST",
+        "/v1/chat/completions",
+        json={"model": "chat-fast", "messages": _user()},
+        headers={"Idempotency-Key": ""},
+    )
+
+    assert first.status_code == replay.status_code == 200
+    assert replay.headers["Idempotent-Replayed"] == "true" and replay.json() == first.json()
+    assert (replay.headers["X-Job-Id"], replay.headers["X-Call-Id"]) == (
+        first.headers["X-Job-Id"],
+        first.headers["X-Call-Id"],
+    )
+    assert mismatch.status_code == 422
+    assert mismatch.json() == {
+        "error": {
+            "message": "Idempotency-Key was used with a different request",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "idempotency_mismatch",
+        }
+    }
+    assert empty.status_code == 400
+    assert empty.json()["error"]["code"] == "invalid_idempotency_key"
+
+
+def test_idempotency_key_in_progress_on_v1_is_an_openai_409(gw):
+    key = {"Idempotency-Key": f"v1-slow-{uuid.uuid4()}"}
+    slow = {"model": "chat-fast", "messages": _user("hello [[mock:latency=1500]]")}
+    requests_before = gw.mock.requests
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(gw.api, "POST", "/v1/chat/completions", json=slow, headers=key)
+        deadline = time.monotonic() + 30
+        while gw.mock.requests == requests_before:  # wait until the first request is at the provider
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        during = gw.api("POST", "/v1/chat/completions", json=slow, headers=key)
+        assert first.result().status_code == 200
+
+    assert during.status_code == 409
+    assert during.json()["error"] == {
+        "message": "A request with this Idempotency-Key is still in progress",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "idempotency_in_progress",
+    }
 
 
 def test_stream_refuses_an_idempotency_key(gw):

@@ -1,5 +1,6 @@
 """Organizations (SPEC §5.4): admin keys only."""
 
+import json
 import uuid
 
 import pytest
@@ -68,18 +69,21 @@ def test_create_organization_validation(admin, body, loc, type_):
 
 
 @pytest.mark.parametrize(
-    ("metadata", "type_"),
+    ("metadata", "loc", "type_"),
     [
-        ({"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}, "value_error.too_deep"),
-        ({"k": "a\x00b"}, "value_error.null_characters_not_allowed"),
-        ({"k\x00": "v"}, "value_error.null_characters_not_allowed"),
-        ({"deep": [{"list": ["ok", "\x00"]}]}, "value_error.null_characters_not_allowed"),
+        ({"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}, [], "value_error.too_deep"),
+        ({"k": "a\x00b"}, ["k"], "value_error.null_characters_not_allowed"),
+        ({"k\x00": "v"}, [], "value_error.null_characters_not_allowed"),  # the object holding the bad key
+        ({"deep": [{"list": ["ok", "\x00"]}]}, ["deep", 0, "list", 1], "value_error.null_characters_not_allowed"),
+        ({"k": "a\ud800b"}, ["k"], "value_error.surrogate_characters_not_allowed"),  # was a 500
+        ({"k\udfff": 1}, [], "value_error.surrogate_characters_not_allowed"),
     ],
 )
-def test_metadata_that_cannot_be_stored_is_422(admin, metadata, type_):
-    response = admin.post("/api/organizations/create", {"organization_id": "x", "name": "X", "metadata": metadata})
+def test_metadata_that_cannot_be_stored_is_422(admin, metadata, loc, type_):
+    raw = json.dumps({"organization_id": "x", "name": "X", "metadata": metadata})  # ASCII: \ud800 stays escaped
+    response = admin.post("/api/organizations/create", raw=raw)
     assert response.status_code == 422
-    assert [(e["loc"], e["type"]) for e in response.json()["detail"]] == [(["body", "metadata"], type_)]
+    assert [(e["loc"], e["type"]) for e in response.json()["detail"]] == [(["body", "metadata", *loc], type_)]
     assert not Organization.objects.exists()
 
 

@@ -170,6 +170,16 @@ BAD_ALIASES = [
         ["body", "deployments", 0, "input_cost_per_token"],
     ),
     ({"deployments": [{**PRIMARY, "api_base": "not a url"}]}, ["body", "deployments", 0, "api_base"]),
+    # Server settings are not provider keys: litellm would send their value to `api_base` (SPEC §5.6).
+    *[
+        ({"deployments": [{**PRIMARY, "api_key": f"os.environ/{name}"}]}, ["body", "deployments", 0, "api_key"])
+        for name in ("DATABASE_URL", "SECRET_KEY", "REDIS_URL", "CELERY_BROKER_URL", "HOME", "SAAS_LLM_ADMIN_API_KEY")
+    ],
+    ({"deployments": [{**PRIMARY, "timeout_s": "20"}]}, ["body", "deployments", 0, "timeout_s"]),
+    (
+        {"deployments": [{**PRIMARY, "input_cost_per_token": "\u0661"}]},
+        ["body", "deployments", 0, "input_cost_per_token"],
+    ),
     ({"alias_name": "Chat Fast"}, ["body", "alias_name"]),
     ({"alias_name": 5}, ["body", "alias_name"]),
     ({"status": "retired"}, ["body", "status"]),
@@ -471,12 +481,106 @@ def test_put_access_group_with_unknown_alias_changes_nothing(admin, registry):
 # --- management commands -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "AZURE_API_TOKEN", "AWS_SECRET_ACCESS_KEY", "MY_PROVIDER_API_KEY"])
+def test_provider_key_variables_are_allowed(admin, standard, name):
+    response = admin.post(
+        "/api/model-aliases/create",
+        {"alias_name": "chat-x", "deployments": [{**PRIMARY, "api_key": f"os.environ/{name}"}]},
+    )
+    assert response.status_code == 201, response.content
+    assert Deployment.objects.get().api_key == f"os.environ/{name}"
+
+
+def test_the_provider_key_allowlist_is_a_setting_that_never_admits_server_settings(admin, standard, settings):
+    settings.SAAS_LLM_PROVIDER_KEY_ENV = ["VENDOR_*", "*"]
+
+    def create(name: str):
+        deployment = {**PRIMARY, "api_key": f"os.environ/{name}"}
+        return admin.post("/api/model-aliases/create", {"alias_name": f"c-{name.lower()}", "deployments": [deployment]})
+
+    assert create("VENDOR_SECRET").status_code == 201
+    for name in ("DATABASE_URL", "SECRET_KEY", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "SAAS_LLM_METRICS_TOKEN"):
+        response = create(name)
+        assert response.status_code == 422, name
+        assert "is not a provider key variable" in response.json()["detail"][0]["msg"]
+
+
+def test_a_stored_deployment_with_a_server_setting_as_key_is_never_routed(db, caplog):
+    """A row written before the allowlist existed (or by hand) is skipped when the routing table is
+    built: the value of DATABASE_URL never leaves for an `api_base` someone else chose."""
+    from models_registry.router import registry_model_list
+
+    create_alias(alias_name="chat-safe", deployments=[{"litellm_model": "openai/gpt-4o-mini"}])
+    alias = create_alias(alias_name="chat-leak", deployments=[{"litellm_model": "openai/gpt-4o-mini"}])
+    Deployment.objects.filter(alias=alias).update(api_key="os.environ/DATABASE_URL", api_base="https://evil.test/v1")
+
+    model_list, infos = registry_model_list()
+
+    assert [entry["model_name"] for entry in model_list] == ["chat-safe"]
+    assert {info.alias for info in infos.values()} == {"chat-safe"}
+    assert "api_key DATABASE_URL is not a provider key variable" in caplog.text
+
+
+def test_put_updates_deployments_in_place_and_never_rewrites_call_history(admin, registry):
+    """Found in a code read: PUT deleted and recreated every deployment, so past calls lost theirs."""
+    from jobs import services as job_services
+    from jobs.models import LLMCall
+    from jobs.services import CallRecord
+
+    other = {"litellm_model": "openai/gpt-4o", "api_base": "https://other.example/v1"}
+    assert admin.put("/api/model-aliases/chat-fast", {"deployments": [PRIMARY, other]}).status_code == 200
+    primary, second = ModelAlias.objects.get(name="chat-fast").deployments.order_by("position")
+    team = make_tenant("acme-corp", "acme", access_groups=["standard"]).team
+    job = job_services.create_job(team=team, job_type="history")
+    for deployment in (primary, second):
+        record = CallRecord(model_alias="chat-fast", status="success", deployment_id=deployment.id, prompt_tokens=1)
+        job_services.record_call(team=team, job_id=job.id, record=record)
+    before = version()
+
+    response = admin.put(
+        "/api/model-aliases/chat-fast",
+        {"deployments": [FALLBACK, {**PRIMARY, "weight": 7, "timeout_s": 5}]},  # `other` is dropped
+    )
+
+    assert response.status_code == 200, response.content
+    assert [(d["litellm_model"], d["weight"]) for d in response.json()["deployments"]] == [
+        ("openai/gpt-4o-mini", 7),  # priority 0
+        ("anthropic/claude-3-5-haiku-20241022", 1),
+    ]
+    kept = Deployment.objects.get(pk=primary.pk)  # the same row, updated in place
+    assert (kept.position, kept.weight, kept.timeout_s, kept.retired_at) == (1, 7, 5.0, None)
+    retired = Deployment.all_objects.get(pk=second.pk)
+    assert retired.retired_at is not None
+    assert not Deployment.objects.filter(pk=second.pk).exists()  # gone from the registry
+    assert sorted(LLMCall.objects.values_list("deployment_id", flat=True)) == sorted([primary.id, second.id])
+    assert version() > before
+
+
+def test_an_alias_with_call_history_cannot_be_deleted(db, registry):
+    from django.db.models import ProtectedError
+
+    from jobs import services as job_services
+    from jobs.services import CallRecord
+
+    team = make_tenant("acme-corp", "acme").team
+    deployment = Deployment.objects.get(alias_id="chat-fast")
+    job = job_services.create_job(team=team, job_type="history")
+    job_services.record_call(
+        team=team,
+        job_id=job.id,
+        record=CallRecord(model_alias="chat-fast", status="success", deployment_id=deployment.id),
+    )
+
+    with pytest.raises(ProtectedError):
+        ModelAlias.objects.get(name="chat-fast").delete()
+
+
 def test_create_model_alias_command(standard, capsys):
     call_command(
         "create_model_alias",
         "chat-cli",
         "--deployment", "openai/gpt-4o-mini,api_key=os.environ/OPENAI_API_KEY",
-        "--deployment", "openai/local,api_base=http://127.0.0.1:8100/v1,priority=1,weight=2",
+        "--deployment", "openai/local,api_base=http://127.0.0.1:8100/v1,priority=1,weight=2,timeout_s=2.5",
         "--display-name", "From the CLI",
         "--access-group", "standard",
     )  # fmt: skip
@@ -497,6 +601,8 @@ def test_create_model_alias_command(standard, capsys):
     ("args", "message"),
     [
         (["chat-x", "--deployment", "openai/gpt-4o-mini,api_key=sk-live-secret"], "api_key"),
+        (["chat-x", "--deployment", "openai/gpt-4o-mini,api_key=os.environ/DATABASE_URL"], "not a provider key"),
+        (["chat-x", "--deployment", "openai/gpt-4o-mini,timeout_s=soon"], "timeout_s must be a number"),
         (["chat-x", "--deployment", "openai/gpt-4o-mini,bogus"], "bogus"),
         (["chat-x", "--deployment", "openai/gpt-4o-mini", "--access-group", "ghost"], "ghost"),
         (["Chat X", "--deployment", "openai/gpt-4o-mini"], "alias_name"),

@@ -286,7 +286,7 @@ def test_default_range_is_the_last_30_days(db):
 
 def test_team_usage_is_paginated(db):
     acme = make_tenant("acme-corp", "acme", credits=100)
-    for days_ago in range(5):
+    for days_ago in range(1, 6):  # not today: today's 10:00 may not have come yet
         add_job(acme.team, f"type-{days_ago}", [("chat-fast", CallStatus.SUCCESS, 10 + days_ago, 1, 100)],
                 status=JobStatus.COMPLETED, at=day_at(days_ago, 10))  # fmt: skip
     full = acme.api.get("/api/teams/acme-corp/usage").json()
@@ -407,7 +407,7 @@ def _spread_rows(team, count: int, offset: int = 0) -> None:
                 (f"model-{(index + 1) % 6}", CallStatus.ERROR, 0, 0, 0),
             ],
             status=JobStatus.COMPLETED if index % 3 else JobStatus.FAILED,
-            at=day_at(index % 12, 9),
+            at=day_at(index % 12 + 1, 9),  # from yesterday back: today's 09:00 may not have come yet
         )
 
 

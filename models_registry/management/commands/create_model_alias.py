@@ -1,7 +1,11 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from models_registry import services
+from models_registry.api import AliasCreateIn
 from saas_llm.errors import ApiError
+
+# Options given as text that the API takes as JSON numbers.
+NUMERIC_OPTIONS = {"priority": int, "weight": int, "timeout_s": float}
 
 
 class Command(BaseCommand):
@@ -14,8 +18,6 @@ class Command(BaseCommand):
         parser.add_argument("--access-group", action="append", default=[], dest="access_groups")
 
     def handle(self, alias_name, deployments, display_name, access_groups, **options):
-        from models_registry.api import AliasCreateIn
-
         payload = {
             "alias_name": alias_name,
             "display_name": display_name,
@@ -45,6 +47,9 @@ def _parse_deployment(spec: str) -> dict:
         name, sep, value = option.partition("=")
         if not sep:
             raise CommandError(f"bad deployment option {option!r}: expected name=value")
-        name = name.strip()
-        deployment[name] = int(value) if name in ("priority", "weight") and value.isdigit() else value.strip()
+        name, value = name.strip(), value.strip()
+        try:
+            deployment[name] = NUMERIC_OPTIONS[name](value) if name in NUMERIC_OPTIONS else value
+        except ValueError:
+            raise CommandError(f"bad deployment option {option!r}: {name} must be a number") from None
     return deployment
