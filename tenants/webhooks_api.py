@@ -25,7 +25,7 @@ class WebhookIn(StrictSerializer):
 
     def validate_webhook_url(self, value: str) -> str:
         try:
-            webhooks.check_url(value)
+            webhooks.check_registration(value)
         except webhooks.UnsafeWebhookUrl as exc:
             raise serializers.ValidationError(exc.detail) from None
         return value

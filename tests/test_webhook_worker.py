@@ -177,3 +177,25 @@ def test_sweep_delivers_what_a_dead_worker_never_sent(acme, webhook_receiver, st
 
     assert json.loads(request["body"])["job_id"] == job_id
     assert wait_for_status(delivery.pk, DeliveryStatus.DELIVERED).attempts == 1
+
+
+def test_one_message_fans_out_to_every_endpoint_on_the_worker(acme, webhook_receiver, start_worker):
+    secrets = [
+        acme.api.post(
+            "/api/webhooks/register", {"webhook_url": f"{webhook_receiver.url}/{n}", "events": ["job.completed"]}
+        ).json()["secret"]
+        for n in range(3)
+    ]
+    start_worker()
+
+    job_id = complete_a_job(acme)  # one publish for the event; the worker splits it into a task per delivery
+    requests = webhook_receiver.wait_for(3, timeout=20)
+
+    assert sorted(r["path"] for r in requests) == ["/hooks/0", "/hooks/1", "/hooks/2"]
+    assert len({r["headers"]["webhook-id"] for r in requests}) == 1
+    for request in requests:
+        secret = secrets[int(request["path"].rsplit("/", 1)[1])]
+        assert verify_signature(secret, request["headers"], request["body"])
+        assert json.loads(request["body"])["job_id"] == job_id
+    for delivery in WebhookDelivery.objects.all():
+        assert wait_for_status(delivery.pk, DeliveryStatus.DELIVERED).attempts == 1
