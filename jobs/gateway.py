@@ -9,11 +9,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from billing import money
 from billing import services as billing
-from jobs import services
+from jobs import services, spool
 from jobs.errors import JobAlreadyFinished, UpstreamError
 from jobs.models import CallStatus, Job
 from jobs.selectors import get_job
@@ -105,9 +106,32 @@ async def admit_rate(admitted: AdmittedCall) -> limits.Admission:
 
 
 @db_sync_to_async
-def save_call(admitted: AdmittedCall, record: CallRecord) -> None:
-    """Write the call row (and complete a single-call job) in one transaction, off the event loop."""
+def _record(admitted: AdmittedCall, record: CallRecord) -> None:
     services.record_call(team=admitted.team, job_id=admitted.job.id, record=record, complete_job=admitted.single_call)
+
+
+async def save_call(admitted: AdmittedCall, record: CallRecord) -> None:
+    """Write the call row (and complete a single-call job) in one transaction, off the event loop.
+
+    The provider has answered: the call must reach the books whatever the database does. A failing
+    database is retried with backoff for SAAS_LLM_RECORD_RETRY_S; then the call is spooled to disk
+    and recorded once the database is back (jobs/spool.py). Raises only if the disk refuses too.
+    """
+    deadline = time.monotonic() + settings.SAAS_LLM_RECORD_RETRY_S
+    delay = 0.05
+    while True:
+        try:
+            await _record(admitted, record)
+            return
+        except spool.UNAVAILABLE as exc:
+            if time.monotonic() + delay > deadline:
+                logger.error("call %s spooled: the database is unavailable (%s)", record.call_id, exc)
+                break
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+    await sync_to_async(spool.save, thread_sensitive=False)(
+        team_id=admitted.team.id, job_id=admitted.job.id, complete_job=admitted.single_call, record=record
+    )
 
 
 def usage_of(response: Any) -> tuple[int, int]:

@@ -10,11 +10,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing import money
 from billing import services as billing
+from billing.models import Reservation, ReservationStatus
 from jobs.errors import JobAlreadyFinished, JobNotFound
 from jobs.models import BILLABLE_CALL_STATUSES, OPEN_STATUSES, CallStatus, Job, JobStatus, LLMCall
 from saas_llm.errors import TeamSuspended
@@ -72,7 +73,8 @@ def complete_job(
     error_message: str | None = None,
     actor: str = "system",
 ) -> Job:
-    """Finish a job: `completed` charges once and releases the hold; `failed`/`cancelled` only release.
+    """Finish a job: `completed` charges once and releases the hold; `failed`/`cancelled` only release
+    it, unless the team has `charge_failed_jobs` (then they are charged like `completed`).
 
     Terminal and idempotent: the same status again returns the job unchanged (never a second
     charge); a different status raises JobAlreadyFinished (409). Locks the job, then the account.
@@ -93,21 +95,29 @@ def complete_job(
 def _finish_locked(
     team: Team, job: Job, *, status: str, metadata: dict | None, error_message: str | None, actor: str
 ) -> None:
-    """Move an open job, locked by the caller, to `status`: settle or release its hold, emit its
-    event. The caller saves the job in the same transaction."""
+    """Move an open job, locked by the caller, to `status`: settle (see `_is_charged`) or release its
+    hold, emit its event. The caller saves the job in the same transaction."""
     job.status = status
     job.completed_at = timezone.now()
     if metadata:
         job.metadata = {**job.metadata, **metadata}
     if error_message is not None:
         job.error_message = error_message
-    if status == JobStatus.COMPLETED:
+    if _is_charged(team, status):
         charge = job_charge_units(team, job)
-        entry = billing.settle_job(team=team, job_id=job.id, charge_units=charge, actor=actor)
+        entry = billing.settle_job(team=team, job_id=job.id, charge_units=charge, actor=actor, reason=f"job {status}")
         job.credits_charged_units = -entry.amount_units if entry is not None else 0
     else:
         billing.release_job(team=team, job_id=job.id)
     emit_event(team=team, event_type=f"job.{status}", data=job_event_data(job), job_id=job.id)
+
+
+def _is_charged(team: Team, status: str) -> bool:
+    """Whether finishing a job as `status` charges it (SPEC §6): `completed` always; `failed` and
+    `cancelled` only for a team with `charge_failed_jobs`, else a team failing its jobs uses them free."""
+    if status == JobStatus.COMPLETED:
+        return True
+    return team.charge_failed_jobs and status in (JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 def job_event_data(job: Job) -> dict[str, Any]:
@@ -160,6 +170,19 @@ class CallRecord:
 
 
 def record_call(*, team: Team, job_id: uuid.UUID, record: CallRecord, complete_job: bool = False) -> LLMCall:
+    """Write the call row and roll it into the job (see `_record_call`). Idempotent per call id: the
+    same record again — a retry whose first transaction did commit before its connection broke, or a
+    spooled call replayed (jobs/spool.py) — returns the row already there and changes nothing."""
+    try:
+        return _record_call(team=team, job_id=job_id, record=record, complete_job=complete_job)
+    except IntegrityError:
+        existing = LLMCall.objects.filter(id=record.call_id).first()
+        if existing is None:
+            raise
+        return existing
+
+
+def _record_call(*, team: Team, job_id: uuid.UUID, record: CallRecord, complete_job: bool) -> LLMCall:
     """Write the call row and roll it into the job, in one transaction under the job's row lock.
 
     In usage modes the job's credit hold grows to its accrued usage. A billable call that lands
@@ -240,16 +263,21 @@ def record_call(*, team: Team, job_id: uuid.UUID, record: CallRecord, complete_j
         job.save()
         if billable and job.status in OPEN_STATUSES and team.budget_mode != "job":
             billing.accrue_usage(team=team, job_id=job.id, accrued_units=job_charge_units(team, job))
-        elif billable and job.status == JobStatus.COMPLETED:
+        elif billable and job.is_terminal:
             _charge_late_call(team, job, call)
     return call
 
 
 def _charge_late_call(team: Team, job: Job, call: LLMCall) -> None:
+    """Charge what a billable call that landed after its job finished adds to the job's bill, if the
+    job was charged when it finished. A failed/cancelled job whose hold was released stays free, even
+    if the team's `charge_failed_jobs` changed since: its settled-or-released hold is what it decided."""
+    if job.status != JobStatus.COMPLETED and not _was_settled(job):
+        return
     owed = job_charge_units(team, job) - job.credits_charged_units
     if owed <= 0:
         return
-    logger.warning("call %s finished after job %s completed; charging %s units separately", call.id, job.id, owed)
+    logger.warning("call %s finished after job %s %s; charging %s units separately", call.id, job.id, job.status, owed)
     billing.charge_usage(
         team=team,
         job_id=job.id,
@@ -260,8 +288,13 @@ def _charge_late_call(team: Team, job: Job, call: LLMCall) -> None:
     Job.objects.filter(pk=job.pk).update(credits_charged_units=job.credits_charged_units + owed)
 
 
+def _was_settled(job: Job) -> bool:
+    return Reservation.objects.filter(job_id=job.id, status=ReservationStatus.SETTLED).exists()
+
+
 def expire_stale_jobs(*, now=None, limit: int = 500) -> int:
-    """Fail jobs left pending/in_progress longer than SAAS_LLM_JOB_TIMEOUT, releasing their hold."""
+    """Fail jobs left pending/in_progress longer than SAAS_LLM_JOB_TIMEOUT, releasing their hold (or
+    charging them, for a team with `charge_failed_jobs`)."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.SAAS_LLM_JOB_TIMEOUT_S)
     stale = list(

@@ -21,14 +21,22 @@ ZERO = {
     "total_tokens": 0,
     "cost_nanos": 0,
     "credits_units": 0,
+    "uncharged_cost_nanos": 0,
+    "uncharged_provider_cost_nanos": 0,
 }
 
+# Failed/cancelled jobs that went uncharged (SPEC §6: all of them unless the team has
+# charge_failed_jobs), so staff can see what failing jobs gave away.
+UNCHARGED = Q(status__in=(JobStatus.FAILED, JobStatus.CANCELLED), credits_charged_units=0)
 JOB_AGGREGATES = {
     "jobs": Count("id", distinct=True),
     "completed_jobs": Count("id", filter=Q(status=JobStatus.COMPLETED), distinct=True),
     "failed_jobs": Count("id", filter=Q(status=JobStatus.FAILED), distinct=True),
     "credits_units": Sum("credits_charged_units"),
+    "uncharged_cost_nanos": Sum("cost_nanos", filter=UNCHARGED),
+    "uncharged_provider_cost_nanos": Sum("provider_cost_nanos", filter=UNCHARGED),
 }
+JOB_FIELDS = tuple(JOB_AGGREGATES)
 CALL_AGGREGATES = {
     "calls": Count("id"),
     "prompt_tokens": Sum("prompt_tokens"),
@@ -52,8 +60,12 @@ def _call_key(group_by: str) -> dict[str, Any]:
     }[group_by]
 
 
-def usage(*, team_ids: list[str] | None, start: datetime, end: datetime, group_by: str) -> tuple[dict, list[dict]]:
-    """(summary, rows sorted by key) for the teams (None = every team) between start and end."""
+def usage(
+    *, team_ids: list[str] | None, start: datetime, end: datetime, group_by: str, admin: bool = False
+) -> tuple[dict, list[dict]]:
+    """(summary, rows sorted by key) for the teams (None = every team) between start and end.
+
+    `admin` adds the provider cost of the uncharged jobs (team keys never see provider cost)."""
     jobs = Job.objects.filter(created_at__gte=start, created_at__lt=end)
     calls = LLMCall.objects.filter(created_at__gte=start, created_at__lt=end)
     if team_ids is not None:
@@ -69,15 +81,16 @@ def usage(*, team_ids: list[str] | None, start: datetime, end: datetime, group_b
         groups.setdefault(row.pop("key"), dict(ZERO)).update(_clean(row))
     for row in calls.values(**_call_key(group_by)).annotate(**CALL_AGGREGATES).order_by():
         groups.setdefault(row.pop("key"), dict(ZERO)).update(_clean(row))
-    rows = [{"key": _render_key(key), **render(values)} for key, values in groups.items()]
+    rows = [{"key": _render_key(key), **render(values, admin=admin)} for key, values in groups.items()]
     rows.sort(key=lambda row: row["key"])
-    return render(summary), rows
+    return render(summary, admin=admin), rows
 
 
 def _jobs_by_model(calls) -> list[dict]:
     """Job counts and credits per model, in two queries: the models, then one conditional aggregate.
 
-    A job counts once for every model it called (its credits too: a job's charge can't be split).
+    A job counts once for every model it called (its credits and uncharged cost too: a job's totals
+    can't be split).
     """
     aliases = sorted(set(calls.order_by().values_list("model_alias", flat=True).distinct()))
     if not aliases:
@@ -90,12 +103,11 @@ def _jobs_by_model(calls) -> list[dict]:
         aggregates[f"completed_jobs_{index}"] = Count("id", filter=Q(used) & Q(status=JobStatus.COMPLETED))
         aggregates[f"failed_jobs_{index}"] = Count("id", filter=Q(used) & Q(status=JobStatus.FAILED))
         aggregates[f"credits_units_{index}"] = Sum("credits_charged_units", filter=Q(used))
+        aggregates[f"uncharged_cost_nanos_{index}"] = Sum("cost_nanos", filter=Q(used) & UNCHARGED)
+        aggregates[f"uncharged_provider_cost_nanos_{index}"] = Sum("provider_cost_nanos", filter=Q(used) & UNCHARGED)
     totals = jobs.aggregate(**aggregates)
     return [
-        {
-            "key": alias,
-            **{name: totals[f"{name}_{index}"] for name in ("jobs", "completed_jobs", "failed_jobs", "credits_units")},
-        }
+        {"key": alias, **{name: totals[f"{name}_{index}"] for name in JOB_FIELDS}}
         for index, alias in enumerate(aliases)
     ]
 
@@ -108,8 +120,8 @@ def _render_key(key: Any) -> str:
     return key.isoformat() if hasattr(key, "isoformat") else str(key)
 
 
-def render(values: dict) -> dict:
-    return {
+def render(values: dict, *, admin: bool = False) -> dict:
+    rendered = {
         "jobs": values["jobs"],
         "completed_jobs": values["completed_jobs"],
         "failed_jobs": values["failed_jobs"],
@@ -119,4 +131,8 @@ def render(values: dict) -> dict:
         "total_tokens": values["total_tokens"],
         "cost_usd": float(money.nanos_to_usd(values["cost_nanos"])),
         "credits_used": float(money.units_to_credits(values["credits_units"])),
+        "uncharged_cost_usd": float(money.nanos_to_usd(values["uncharged_cost_nanos"])),
     }
+    if admin:
+        rendered["uncharged_provider_cost_usd"] = float(money.nanos_to_usd(values["uncharged_provider_cost_nanos"]))
+    return rendered

@@ -44,6 +44,10 @@ class UsageFieldsOut(serializers.Serializer):
     total_tokens = serializers.IntegerField()
     cost_usd = serializers.FloatField()
     credits_used = serializers.FloatField()
+    uncharged_cost_usd = serializers.FloatField(help_text="Cost of the failed/cancelled jobs that went uncharged.")
+    uncharged_provider_cost_usd = serializers.FloatField(
+        required=False, help_text="Provider cost of those uncharged jobs. Admin keys only."
+    )
 
 
 class UsageRowOut(UsageFieldsOut):
@@ -107,7 +111,9 @@ class TeamUsageView(APIView):
         team = acting_team(request.auth, team_id, location="path")
         query = parse_query(UsageQuery, request)
         start, end = date_range(query)
-        summary, rows = usage.usage(team_ids=[team.id], start=start, end=end, group_by=query["group_by"])
+        summary, rows = usage.usage(
+            team_ids=[team.id], start=start, end=end, group_by=query["group_by"], admin=request.auth.is_admin
+        )
         paginator, page = _page(request, self, rows)
         return Response(
             {
@@ -135,7 +141,7 @@ class OrganizationUsageView(APIView):
         query = parse_query(OrgUsageQuery, request)
         start, end = date_range(query)
         team_ids = list(list_teams(organization=organization).values_list("id", flat=True))
-        summary, rows = usage.usage(team_ids=team_ids, start=start, end=end, group_by=query["group_by"])
+        summary, rows = usage.usage(team_ids=team_ids, start=start, end=end, group_by=query["group_by"], admin=True)
         paginator, page = _page(request, self, rows)
         return Response(
             {

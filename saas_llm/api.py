@@ -1,21 +1,24 @@
 """Shared API plumbing: input parsing, strict serializers, health and the JSON 404 catch-all."""
 
+import asyncio
 import logging
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
-from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from saas_llm.async_views import AsyncAPIView
+from saas_llm.db import use_worker_thread_connection
 from saas_llm.errors import InputValidationError, RequestValidationError, error_response
 
 logger = logging.getLogger(__name__)
@@ -57,12 +60,15 @@ def parse_query(serializer_class: type[S], request: Request) -> dict[str, Any]:
     return serializer.validated_data
 
 
-class PublicView(APIView):
-    authentication_classes: list = []
-    permission_classes: list = []
+# Each check gets this long: /health answers within 2 s even when the database or Redis hangs.
+HEALTH_CHECK_TIMEOUT_S = 1.5
+# Its own threads: a check stuck on a frozen database must not queue behind (or block) requests.
+_health_checks = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")
 
 
-class HealthView(PublicView):
+class HealthView(AsyncAPIView):
+    public = True
+
     @extend_schema(
         operation_id="health",
         responses={
@@ -86,15 +92,25 @@ class HealthView(PublicView):
         auth=[],
         tags=["health"],
     )
-    def get(self, request: Request) -> Response:
-        checks = {"database": _check_database(), "cache": _check_cache()}
+    async def get(self, request: HttpRequest) -> JsonResponse:
+        database, cache_ = await asyncio.gather(_bounded(_check_database), _bounded(_check_cache))
+        checks = {"database": database, "cache": cache_}
         healthy = all(value == "ok" for value in checks.values())
         body = {"status": "healthy" if healthy else "unhealthy", "version": settings.VERSION, "checks": checks}
-        return Response(body, status=200 if healthy else 503)
+        return JsonResponse(body, status=200 if healthy else 503)
+
+
+async def _bounded(check: Callable[[], str]) -> str:
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(_health_checks.submit(check)), HEALTH_CHECK_TIMEOUT_S)
+    except TimeoutError:
+        logger.error("health: %s did not answer within %s s", check.__name__, HEALTH_CHECK_TIMEOUT_S)
+        return "error"
 
 
 def _check_database() -> str:
     try:
+        use_worker_thread_connection()
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()

@@ -15,3 +15,9 @@ refuse_insecure_secret_key()
 from saas_llm.warmup import warm_up_litellm  # noqa: E402
 
 warm_up_litellm()
+
+# Calls the database could not record (it was down) wait on disk: record them now and whenever
+# more arrive (jobs/spool.py).
+from jobs.spool import start_replayer  # noqa: E402
+
+start_replayer()

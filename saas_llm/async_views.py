@@ -34,6 +34,7 @@ def json_body(request: HttpRequest) -> Any:
 
 class AsyncAPIView(APIView):
     prepared: Any = None
+    public = False  # True: no API key (health): no key lookup, no thread hop, no `prepare`
 
     def prepare(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         """Sync work of the request that needs the database, run right after authentication in
@@ -62,7 +63,8 @@ class AsyncAPIView(APIView):
             handler = getattr(self, request.method.lower())
             request.received_at = time.perf_counter()
             try:
-                self.prepared = await self._authenticate_and_prepare(request, *args, **kwargs)
+                if not self.public:
+                    self.prepared = await self._authenticate_and_prepare(request, *args, **kwargs)
                 return await handler(request, *args, **kwargs)
             except Exception as exc:
                 return self.handle_error(exc)

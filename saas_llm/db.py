@@ -28,13 +28,19 @@ R = TypeVar("R")
 _thread = threading.local()
 
 
+def use_worker_thread_connection() -> None:
+    """In a long-lived worker thread, before database work: keep this thread's connection across
+    calls, but drop it first if it is too old or broken."""
+    _thread.long_lived = True
+    close_old_connections()
+
+
 def db_sync_to_async(function: Callable[P, R]):
     """Like sync_to_async(function, thread_sensitive=False), with a usable connection guaranteed."""
 
     @functools.wraps(function)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        _thread.long_lived = True
-        close_old_connections()
+        use_worker_thread_connection()
         return function(*args, **kwargs)
 
     return sync_to_async(run, thread_sensitive=False)

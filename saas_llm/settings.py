@@ -32,6 +32,11 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -40,6 +45,26 @@ DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me"
 SECRET_KEY = env_str("SECRET_KEY", DEV_SECRET_KEY)
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+
+# --- HTTPS -----------------------------------------------------------------------------------------
+# SAAS_LLM_HTTPS=1: clients reach the gateway over HTTPS (directly, or through a TLS-terminating
+# proxy: then also set SECURE_PROXY_SSL_HEADER to the header it sets, e.g. X-Forwarded-Proto).
+# It turns on Secure session/CSRF cookies, HSTS and the redirect of plain HTTP (except /health, for
+# load balancers); each can also be set on its own. Off by default: `make run` and tests are HTTP.
+HTTPS = env_bool("SAAS_LLM_HTTPS", False)
+_proxy_ssl_header = env_str("SECURE_PROXY_SSL_HEADER", "")
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https") if _proxy_ssl_header else None
+)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+SECURE_REDIRECT_EXEMPT = [r"^health$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+# Preloading is a commitment browsers remember for months: only when asked for.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 PORT = env_int("PORT", 8003)
 VERSION = "0.1.0"
 
@@ -75,6 +100,9 @@ MIDDLEWARE = [
     "saas_llm.idempotency.IdempotencyMiddleware",
 ]
 
+# Larger request bodies answer 413 request_too_large (SPEC §4); Django's default, 2.5 MB.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+
 ROOT_URLCONF = "saas_llm.urls"
 APPEND_SLASH = False
 
@@ -97,14 +125,25 @@ ASGI_APPLICATION = "saas_llm.asgi.application"
 
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+# Bounds on every database wait (seconds; 0 turns one off), so that a database that is down, slow
+# or frozen makes a request answer 503 within seconds instead of hanging (SPEC §4): connecting,
+# a statement, waiting for a row lock — and, client-side, any round trip (saas_llm/postgres).
+DB_CONNECT_TIMEOUT = env_int("DB_CONNECT_TIMEOUT", 3)
+DB_STATEMENT_TIMEOUT = env_float("DB_STATEMENT_TIMEOUT", 5.0)
+DB_LOCK_TIMEOUT = env_float("DB_LOCK_TIMEOUT", 3.0)
+DB_QUERY_DEADLINE_S = DB_STATEMENT_TIMEOUT + 1.0 if DB_STATEMENT_TIMEOUT else 0.0
+DB_BREAKER_S = env_float("DB_BREAKER", 2.0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite serialises writers; a busy timeout turns lock contention into waiting instead of errors.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 else:
+    DATABASES["default"]["ENGINE"] = "saas_llm.postgres"  # Django's, with client-side deadlines
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    server_limits = {"statement_timeout": DB_STATEMENT_TIMEOUT, "lock_timeout": DB_LOCK_TIMEOUT}
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        connect_timeout=env_int("DB_CONNECT_TIMEOUT", 5),
+        connect_timeout=DB_CONNECT_TIMEOUT,
+        options=" ".join(f"-c {name}={int(seconds * 1000)}" for name, seconds in server_limits.items() if seconds),
         # A database host that vanishes without closing connections (network partition, frozen VM):
         # TCP keepalives and a send timeout break a reused connection in ~10 s instead of never.
         keepalives=1,
@@ -209,11 +248,17 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A publish fails at once when the broker is down or hung (no reconnect loop, short socket
+# timeouts): the request that commits an event must not wait for Redis, and what was not
+# published stays in the outbox for the periodic sweep. socket_timeout stays above the worker's
+# 1 s BRPOP timeout.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 0, "socket_connect_timeout": 1.0, "socket_timeout": 3.0}
 CELERY_BEAT_SCHEDULE = {
     "release-expired-reservations": {"task": "billing.release_expired_reservations", "schedule": 300.0},
     "expire-stale-jobs": {"task": "jobs.expire_stale_jobs", "schedule": 60.0},
     "purge-idempotency-keys": {"task": "tenants.purge_idempotency_keys", "schedule": 3600.0},
     "sweep-webhook-deliveries": {"task": "tenants.sweep_webhook_deliveries", "schedule": 15.0},
+    "replay-spooled-calls": {"task": "jobs.replay_spooled_calls", "schedule": 30.0},
 }
 
 # --- Product settings ------------------------------------------------------------------------
@@ -230,6 +275,10 @@ SAAS_LLM_PROVIDER_KEY_ENV = env_list("SAAS_LLM_PROVIDER_KEY_ENV", "*_API_KEY,*_A
 SAAS_LLM_NUM_RETRIES = env_int("SAAS_LLM_NUM_RETRIES", 2)
 SAAS_LLM_ALLOWED_FAILS = env_int("SAAS_LLM_ALLOWED_FAILS", 3)
 SAAS_LLM_COOLDOWN_S = env_int("SAAS_LLM_COOLDOWN", 30)
+
+# A call the database cannot record is retried this long, then spooled here until it can (jobs/spool.py).
+SAAS_LLM_RECORD_RETRY_S = env_float("SAAS_LLM_RECORD_RETRY", 3.0)
+SAAS_LLM_SPOOL_DIR = env_str("SAAS_LLM_SPOOL_DIR", str(BASE_DIR / "var" / "spool"))
 
 # TPM admission counts the prompt plus max_tokens, or this when the client sent no max_tokens.
 SAAS_LLM_TPM_DEFAULT_MAX_TOKENS = env_int("SAAS_LLM_TPM_DEFAULT_MAX_TOKENS", 256)

@@ -1,5 +1,6 @@
 """HTTP layer for organizations, teams and keys (SPEC §5.3, §5.4). Parse → one service → render."""
 
+from django.db.models import Q, Sum
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -7,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing import money
 from billing.selectors import get_account_summary, get_organization_credit_totals
 from saas_llm.api import StrictSerializer, parse_body
 from saas_llm.fields import (
@@ -66,6 +68,7 @@ class TeamConfigIn(StrictSerializer):
     low_balance_threshold = CreditsField(required=False, allow_null=True, min_value=0)
     store_prompts = StrictBooleanField(required=False)
     expose_models = StrictBooleanField(required=False)
+    charge_failed_jobs = StrictBooleanField(required=False)
     metadata = MetadataField()
 
 
@@ -105,8 +108,15 @@ class TeamOut(serializers.Serializer):
     low_balance_threshold = CreditsField(allow_null=True)
     store_prompts = serializers.BooleanField()
     expose_models = serializers.BooleanField()
+    charge_failed_jobs = serializers.BooleanField()
     metadata = serializers.JSONField()
     credits_remaining = serializers.FloatField()
+    uncharged_cost_usd = serializers.FloatField(
+        help_text="Cost of the team's failed/cancelled jobs that went uncharged."
+    )
+    uncharged_provider_cost_usd = serializers.FloatField(
+        required=False, help_text="Provider cost of those uncharged jobs. Admin keys only."
+    )
     keys = KeySummaryOut(many=True)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
@@ -156,6 +166,19 @@ class TeamListOut(serializers.Serializer):
 
 # --- rendering ---------------------------------------------------------------------------------
 
+# Jobs sit above tenants and cannot be imported here: they are read through the reverse relation
+# of Job.team, with the statuses spelled out (jobs.models.JobStatus.FAILED / CANCELLED).
+_UNCHARGED_JOBS = Q(jobs__status__in=("failed", "cancelled"), jobs__credits_charged_units=0)
+
+
+def _uncharged_job_costs(team: Team) -> dict[str, int]:
+    """Σ cost and provider cost (nanos) of the team's failed/cancelled jobs that were not charged."""
+    totals = Team.objects.filter(pk=team.pk).aggregate(
+        cost=Sum("jobs__cost_nanos", filter=_UNCHARGED_JOBS),
+        provider_cost=Sum("jobs__provider_cost_nanos", filter=_UNCHARGED_JOBS),
+    )
+    return {name: value or 0 for name, value in totals.items()}
+
 
 def render_team(team: Team, *, admin: bool) -> dict:
     groups = list(team.access_groups.all())
@@ -169,6 +192,7 @@ def render_team(team: Team, *, admin: bool) -> dict:
         }
     )
     summary = get_account_summary(team=team)
+    uncharged = _uncharged_job_costs(team)
     data = {
         "team_id": team.id,
         "organization_id": team.organization_id,
@@ -188,14 +212,17 @@ def render_team(team: Team, *, admin: bool) -> dict:
         "low_balance_threshold": team.low_balance_threshold,
         "store_prompts": team.store_prompts,
         "expose_models": team.expose_models,
+        "charge_failed_jobs": team.charge_failed_jobs,
         "metadata": team.metadata,
         "credits_remaining": summary["credits_remaining"],
+        "uncharged_cost_usd": float(money.nanos_to_usd(uncharged["cost"])),
         "keys": list(list_keys(team=team)),
         "created_at": team.created_at,
         "updated_at": team.updated_at,
     }
     if admin:
         data["markup_percent"] = team.markup_percent
+        data["uncharged_provider_cost_usd"] = float(money.nanos_to_usd(uncharged["provider_cost"]))
     return TeamOut(data).data
 
 

@@ -69,6 +69,11 @@ class Team(models.Model):
     low_balance_threshold = _credits_field(null=True, blank=True)
     store_prompts = models.BooleanField(default=False)
     expose_models = models.BooleanField(default=False)
+    # Off (SPEC's default), a failed or cancelled job only releases its hold, so a team that fails
+    # every job uses the providers for free; on, it is charged like a completed job (SPEC §6).
+    charge_failed_jobs = models.BooleanField(
+        default=False, help_text="Charge failed and cancelled jobs like completed ones (their billable calls)."
+    )
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -128,7 +133,6 @@ class ApiKey(models.Model):
     @staticmethod
     def display_prefix(raw_key: str) -> str:
         return raw_key[: len(KEY_PREFIX) + KEY_DISPLAY_CHARS]
-
 
 
 class Event(models.Model):

@@ -27,6 +27,7 @@ TEAM_CONFIG_FIELDS = (
     "low_balance_threshold",
     "store_prompts",
     "expose_models",
+    "charge_failed_jobs",
     "metadata",
 )
 

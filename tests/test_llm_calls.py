@@ -982,3 +982,35 @@ def test_client_disconnect_before_the_provider_answers_is_recorded_as_cancelled(
         time.sleep(0.1)
         single.refresh_from_db()
     assert single.status == "completed" and single.credits_charged_units > 0  # closed and charged, hold released
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True, reset_sequences=True)  # the registry the live server has cached
+@needs_postgres_and_redis()
+def test_a_new_alias_serves_every_call_at_once_on_every_worker(llm_team, mock, live_gateway):
+    """Found by an attacker: right after an alias was created, a few concurrent calls to it answered
+    400 "litellm.BadRequestError: … There are no healthy deployments for this model" (3 of 64, two
+    workers): a worker whose Router predated the alias refused instead of loading it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    with httpx.Client(base_url=live_gateway.url, timeout=30, trust_env=False) as client:
+        headers = {"Authorization": f"Bearer {llm_team.key}"}
+        job_id = client.post("/api/jobs/create", json={"job_type": "fresh-alias"}, headers=headers).json()["job_id"]
+        # Both workers have a Router for the current registry (chat-fast), checked within the last second.
+        assert [client.post(f"/api/jobs/{job_id}/llm-call", json={"messages": HELLO}, headers=headers).status_code for _ in range(8)] == [200] * 8  # fmt: skip
+        make_alias("chat-new", mock.url)  # in `standard`, which the team has
+
+        def send(index: int) -> httpx.Response:
+            with httpx.Client(base_url=live_gateway.url, timeout=30, trust_env=False) as one:
+                if index % 2:
+                    body = {"model": "chat-new", "messages": HELLO}
+                    return one.post("/v1/chat/completions", json=body, headers=headers)
+                return one.post(f"/api/jobs/{job_id}/llm-call", json={"model": "chat-new", "messages": HELLO}, headers=headers)  # fmt: skip
+
+        with ThreadPoolExecutor(32) as pool:
+            responses = list(pool.map(send, range(64)))
+
+    assert [(r.status_code, r.text[:200]) for r in responses if r.status_code != 200] == []
+    assert LLMCall.objects.filter(model_alias="chat-new", status="success").count() == 64

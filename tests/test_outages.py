@@ -105,6 +105,9 @@ class TcpProxy:
 
     * `cut()`: every proxied connection is reset on both sides and the port refuses new ones.
     * `blackhole()`: every proxied connection is reset; new ones are accepted and never answered.
+    * `freeze()`: every connection stays open and nothing is answered any more (what a frozen
+      database server or a silent partition looks like): what clients send is swallowed; new
+      connections are accepted and never answered.
     * `restore()`: forwarding again, on the same port.
     """
 
@@ -143,7 +146,7 @@ class TcpProxy:
                 self.accepted += 1
                 self._sockets.add(client)
                 mode = self.mode
-            if mode == "blackhole":
+            if mode in ("blackhole", "frozen"):
                 continue  # held open, never answered, reset by restore()/close()
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -159,7 +162,8 @@ class TcpProxy:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if self.mode != "frozen":
+                    dst.sendall(data)
         except OSError:
             pass
         self._reset(src)
@@ -207,6 +211,10 @@ class TcpProxy:
         if self._listener is None:
             self._listen()
 
+    def freeze(self) -> None:
+        with self._lock:
+            self.mode = "frozen"
+
     def restore(self) -> None:
         with self._lock:
             self.mode = "forward"
@@ -219,7 +227,7 @@ class TcpProxy:
         self._reset_all()
 
 
-def start_gateway(*, database_url: str, redis_url: str) -> ServerProcess:
+def start_gateway(*, database_url: str, redis_url: str, env: dict | None = None) -> ServerProcess:
     server = ServerProcess(
         [sys.executable, "-m", "uvicorn", "saas_llm.asgi:application", "--host", "127.0.0.1", "--port", "{port}"]
         + ["--workers", "2", "--log-level", "info"],
@@ -229,6 +237,7 @@ def start_gateway(*, database_url: str, redis_url: str) -> ServerProcess:
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "CELERY_BROKER_URL": redis_url,
+            **(env or {}),
         },
         timeout=90,
     )
@@ -657,3 +666,127 @@ def test_database_outage_with_an_idempotency_key_is_503_json(outage_team, monkey
     )
 
     assert (response.status_code, response.json()) == (503, DB_UNAVAILABLE)
+
+
+# Measured on this machine: a frozen database makes a request answer 503 in ~6 s (the client-side
+# deadline, DB_STATEMENT_TIMEOUT + 1 s), and every request queued behind it at once (the breaker).
+QUERY_DEADLINE_S = settings.DB_QUERY_DEADLINE_S
+
+
+def test_frozen_postgres_answers_503_within_seconds_and_health_within_2(outage_team, mock, db_proxy):
+    """Found by an attacker: with the database frozen (connections open, no answers) requests hung
+    until their clients gave up, and /health did not answer in 20 s."""
+    tenant = outage_team("outage-frozen")
+    server = start_gateway(database_url=proxied_database_url(db_proxy), redis_url=settings.REDIS_URL)
+    gateway = Gateway(server, tenant.key)
+    try:
+        listed = gateway.on_both_workers(lambda: gateway.get("/api/jobs"))  # connections held on both
+        assert set(statuses(listed)) == {200}
+        job = gateway.post("/api/jobs/create", {"job_type": "before"})
+        assert job.status == 201
+        job_id = job.json()["job_id"]
+        assert llm_call(gateway, job_id).status == 200
+
+        db_proxy.freeze()
+        gateway.max_seconds = QUERY_DEADLINE_S + FAST_S
+        sends = [
+            lambda: gateway.get("/api/jobs"),
+            lambda: gateway.get("/api/jobs"),
+            lambda: gateway.post("/api/jobs/create", {"job_type": "during"}),
+            lambda: gateway.get(f"/api/jobs/{job_id}"),
+            lambda: llm_call(gateway, job_id),
+            lambda: chat_completion(gateway),
+            lambda: gateway.get("/v1/models"),
+            lambda: gateway.get("/health"),
+            lambda: gateway.get("/health"),
+        ]
+        with ThreadPoolExecutor(len(sends)) as pool:
+            frozen = list(pool.map(lambda send: send(), sends))
+        *api, llm, chat, models, health_1, health_2 = frozen
+        for served in [*api, llm]:
+            assert_database_503(served)
+        for served in (chat, models):
+            assert_database_503(served, openai=True)
+        for served in (health_1, health_2):
+            assert served.status == 503 and served.json()["checks"]["database"] == "error"
+            assert served.seconds < 2.0, served.seconds
+        # And the requests after them: the open circuit (or connect_timeout once it closes) bounds them.
+        after = [gateway.get("/api/jobs"), llm_call(gateway, job_id)]
+        for served in after:
+            assert_database_503(served)
+        worst = max(one.seconds for one in frozen)
+        gateway.max_seconds = None
+        assert mock.stats()["requests"] == 1  # nothing reached the provider while frozen
+
+        db_proxy.restore()
+        recovered_in = gateway.wait_healthy()
+        assert llm_call(gateway, job_id).status == 200
+        assert gateway.post(f"/api/jobs/{job_id}/complete", {"status": "completed"}).status == 200
+        print(
+            f"\nfrozen postgres: every request 503 in ≤{worst:.2f} s (deadline {QUERY_DEADLINE_S} s), /health in "
+            f"≤{max(health_1.seconds, health_2.seconds):.2f} s, next requests ≤{max_ms(after)} ms; "
+            f"healthy {recovered_in:.2f} s after restore"
+        )
+    finally:
+        server.stop()
+
+
+def test_calls_answered_while_postgres_is_cut_are_recorded_once_it_is_back(outage_team, mock, db_proxy, tmp_path):
+    """Found by an attacker: with connections refused for ~15 s under load, provider calls were served
+    but never recorded (their clients got 503 or a cut stream). Now the record step retries, then
+    spools the call to disk; the workers record it once the database is back."""
+    from django.core.management import call_command
+
+    tenant = outage_team("outage-spool")
+    spool = tmp_path / "spool"
+    server = start_gateway(
+        database_url=proxied_database_url(db_proxy),
+        redis_url=settings.REDIS_URL,
+        env={"SAAS_LLM_SPOOL_DIR": str(spool), "SAAS_LLM_RECORD_RETRY": "1"},
+    )
+    gateway = Gateway(server, tenant.key)
+    slow = [{"role": "user", "content": "hello [[mock:latency=1500]]"}]
+    try:
+        job_id = gateway.post("/api/jobs/create", {"job_type": "spooled"}).json()["job_id"]
+        before = mock.stats()["requests"]
+        sends = [
+            lambda: gateway.post(f"/api/jobs/{job_id}/llm-call", {"messages": slow}),
+            lambda: gateway.post(f"/api/jobs/{job_id}/llm-call", {"messages": slow}),
+            lambda: gateway.post(f"/api/jobs/{job_id}/llm-call-stream", {"messages": slow}),
+            lambda: gateway.post("/v1/chat/completions", {"model": "chat-fast", "messages": slow}),
+            lambda: gateway.post("/v1/chat/completions", {"model": "chat-fast", "messages": slow, "stream": True}),
+        ]
+        with ThreadPoolExecutor(len(sends)) as pool:
+            futures = [pool.submit(send) for send in sends]
+            deadline = time.monotonic() + 30
+            while mock.stats()["requests"] < before + len(sends):  # every call is at the provider
+                assert time.monotonic() < deadline, mock.stats()
+                time.sleep(0.02)
+            db_proxy.cut()
+            answers = [future.result() for future in futures]
+
+        for served in answers:
+            assert served.status == 200, (served.status, served.response.text[:300])
+        for stream in (answers[2], answers[4]):
+            assert stream.response.text.endswith("data: [DONE]\n\n") and '"error"' not in stream.response.text
+        assert len(list(spool.glob("*.json"))) == len(sends)  # durable while the database is away
+        assert LLMCall.objects.filter(team=tenant.team).count() == 0
+
+        db_proxy.restore()
+        deadline = time.monotonic() + 30
+        while list(spool.glob("*.json")):  # the workers' replayers record them
+            assert time.monotonic() < deadline, server.output()[-3000:]
+            time.sleep(0.2)
+
+        calls = LLMCall.objects.filter(team=tenant.team)
+        assert calls.count() == len(sends) and set(calls.values_list("status", flat=True)) == {"success"}
+        served_ids = {entry["request_index"] for entry in mock.stats()["served"][-len(sends) :]}
+        assert len(served_ids) == len(sends)
+        job = Job.objects.get(id=job_id)
+        assert (job.status, job.total_calls) == ("in_progress", 3)
+        single = Job.objects.filter(team=tenant.team, job_type="chat.completions")
+        assert sorted(single.values_list("status", "credits_charged_units")) == [("completed", 10_000)] * 2
+        assert not (spool / "rejected").exists()
+        call_command("verify_ledger")
+    finally:
+        server.stop()

@@ -134,13 +134,18 @@ def test_health_is_healthy(anon):
     }
 
 
-def test_health_is_503_when_the_cache_fails(anon, monkeypatch):
-    from django.core.cache import cache
+def cache_backend_class():
+    """The cache backend's class: /health checks on its own threads, each with its own backend instance."""
+    from django.core.cache import caches
 
+    return type(caches["default"])
+
+
+def test_health_is_503_when_the_cache_fails(anon, monkeypatch):
     def broken(*args, **kwargs):
         raise ConnectionError("redis is down")
 
-    monkeypatch.setattr(cache, "set", broken)
+    monkeypatch.setattr(cache_backend_class(), "set", broken)
     response = anon.get("/health")
     assert response.status_code == 503
     assert response.json() == {
@@ -151,9 +156,7 @@ def test_health_is_503_when_the_cache_fails(anon, monkeypatch):
 
 
 def test_health_is_503_when_the_cache_loses_writes(anon, monkeypatch):
-    from django.core.cache import cache
-
-    monkeypatch.setattr(cache, "get", lambda *args, **kwargs: None)
+    monkeypatch.setattr(cache_backend_class(), "get", lambda *args, **kwargs: None)
     response = anon.get("/health")
     assert response.status_code == 503
     assert response.json()["checks"] == {"database": "ok", "cache": "error"}
@@ -174,6 +177,30 @@ def test_health_is_503_when_the_database_fails(anon, monkeypatch):
     body = response.json()
     assert body["status"] == "unhealthy"
     assert body["checks"] == {"database": "error", "cache": "ok"}
+
+
+def test_health_answers_within_2_seconds_when_a_check_hangs(anon, monkeypatch):
+    """A frozen database (connection open, no answers) made /health hang for 20 s and more."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def frozen(*args, **kwargs):
+        release.wait(10)
+        raise ConnectionError("no answer")
+
+    monkeypatch.setattr(cache_backend_class(), "set", frozen)
+    try:
+        started = time.monotonic()
+        response = anon.get("/health")
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "ok", "cache": "error"}
+    assert elapsed < 2.0
 
 
 # --- CORS ---------------------------------------------------------------------------------------

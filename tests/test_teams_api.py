@@ -27,12 +27,15 @@ TEAM_FIELDS = {
     "low_balance_threshold",
     "store_prompts",
     "expose_models",
+    "charge_failed_jobs",
     "metadata",
     "credits_remaining",
+    "uncharged_cost_usd",
     "keys",
     "created_at",
     "updated_at",
 }
+ADMIN_ONLY_FIELDS = {"markup_percent", "uncharged_provider_cost_usd"}
 KEY_FIELDS = {"key_id", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at"}
 
 
@@ -78,12 +81,13 @@ def test_create_team_full(admin, acme, registry):
         "low_balance_threshold": 10,
         "store_prompts": True,
         "expose_models": True,
+        "charge_failed_jobs": True,
         "metadata": {"plan": "pro", "seats": 3},
     }
     response = admin.post("/api/teams/create", body)
     assert response.status_code == 201, response.content
     out = response.json()
-    assert set(out) == TEAM_FIELDS | {"markup_percent", "virtual_key"}
+    assert set(out) == TEAM_FIELDS | ADMIN_ONLY_FIELDS | {"virtual_key"}
     assert out["team_id"] == "acme-labs"
     assert out["organization_id"] == "acme"
     assert out["team_alias"] == "Acme Labs"
@@ -101,8 +105,10 @@ def test_create_team_full(admin, acme, registry):
     assert (out["rpm_limit"], out["tpm_limit"], out["max_parallel_requests"]) == (60, 100000, 4)
     assert out["low_balance_threshold"] == 10
     assert out["store_prompts"] is True and out["expose_models"] is True
+    assert out["charge_failed_jobs"] is True
     assert out["metadata"] == {"plan": "pro", "seats": 3}
     assert out["credits_remaining"] == 250.5
+    assert (out["uncharged_cost_usd"], out["uncharged_provider_cost_usd"]) == (0, 0)
     assert len(out["keys"]) == 1 and set(out["keys"][0]) == KEY_FIELDS
     assert out["virtual_key"].startswith("sk-")
     assert out["keys"][0]["prefix"] == out["virtual_key"][:11]
@@ -117,6 +123,7 @@ def test_create_team_full(admin, acme, registry):
     assert team.markup_percent == Decimal("15.25")
     assert team.low_balance_threshold == Decimal("10")
     assert (team.rpm_limit, team.tpm_limit, team.max_parallel_requests) == (60, 100000, 4)
+    assert team.charge_failed_jobs is True
     assert team.metadata == {"plan": "pro", "seats": 3}
     key = ApiKey.objects.get(team=team)
     assert key.key_hash == hash_key(out["virtual_key"])
@@ -147,6 +154,8 @@ def test_create_team_minimal_uses_documented_defaults(admin, acme):
     assert out["rpm_limit"] is None and out["tpm_limit"] is None and out["max_parallel_requests"] is None
     assert out["low_balance_threshold"] is None
     assert out["store_prompts"] is False and out["expose_models"] is False
+    assert out["charge_failed_jobs"] is False
+    assert Team.objects.get(id="acme-min").charge_failed_jobs is False
     assert out["metadata"] == {}
     assert out["credits_remaining"] == 0
     assert not LedgerEntry.objects.filter(team_id="acme-min").exists()
@@ -188,6 +197,9 @@ def test_create_team_minimal_uses_documented_defaults(admin, acme):
         ("max_parallel_requests", -3, "value_error.number.not_ge"),
         ("store_prompts", "true", "type_error"),
         ("expose_models", 1, "type_error"),
+        ("charge_failed_jobs", "true", "type_error"),
+        ("charge_failed_jobs", 1, "type_error"),
+        ("charge_failed_jobs", None, "type_error.none.not_allowed"),
         ("metadata", [1, 2], "type_error.dict"),
         ("metadata", {"blob": "x" * (16 * 1024)}, "value_error.too_large"),
         ("rpm_limt", 60, "extra_forbidden"),
@@ -264,7 +276,7 @@ def test_get_team_with_own_key_hides_markup(acme):
     assert response.status_code == 200
     body = response.json()
     assert set(body) == TEAM_FIELDS
-    assert "markup_percent" not in body
+    assert "markup_percent" not in body and "uncharged_provider_cost_usd" not in body
     assert body["team_id"] == "acme-corp"
     assert body["credits_remaining"] == 100
     assert [set(k) for k in body["keys"]] == [KEY_FIELDS]
@@ -277,7 +289,7 @@ def test_get_team_with_admin_key_shows_markup(admin, acme):
     Team.objects.filter(id="acme-corp").update(markup_percent=Decimal("30.5"))
     body = admin.get("/api/teams/acme-corp").json()
     assert body["markup_percent"] == 30.5
-    assert set(body) == TEAM_FIELDS | {"markup_percent"}
+    assert set(body) == TEAM_FIELDS | ADMIN_ONLY_FIELDS
 
 
 def test_get_team_lists_keys_including_revoked(admin, acme):
@@ -295,6 +307,40 @@ def test_get_unknown_team_with_admin_key_is_404(admin):
     response = admin.get("/api/teams/nope")
     assert response.status_code == 404
     assert response.json() == {"detail": "Team 'nope' not found", "code": "team_not_found"}
+
+
+def test_get_team_shows_what_its_uncharged_failed_jobs_cost(admin, acme, globex):
+    """Σ cost of failed/cancelled jobs that went uncharged (SPEC §6); provider cost to admin keys only."""
+    from jobs import services as job_services
+    from jobs.services import CallRecord
+
+    def finished_job(tenant, status: str, cost: int, provider_cost: int, call_status: str = "success") -> None:
+        job = job_services.create_job(team=tenant.team, job_type="t")
+        record = CallRecord(
+            model_alias="chat-fast", status=call_status, prompt_tokens=10, completion_tokens=5,
+            cost_nanos=cost, provider_cost_nanos=provider_cost,
+        )  # fmt: skip
+        job_services.record_call(team=tenant.team, job_id=job.id, record=record)
+        if status != "in_progress":
+            job_services.complete_job(team=tenant.team, job_id=job.id, status=status)
+
+    finished_job(acme, "failed", 1_000, 800)
+    finished_job(acme, "cancelled", 20, 10, call_status="error")
+    finished_job(acme, "completed", 50_000, 40_000)  # charged
+    finished_job(acme, "in_progress", 300_000, 200_000)  # not finished
+    finished_job(globex, "failed", 7_000_000, 6_000_000)  # another team's
+    Team.objects.filter(id="acme-corp").update(charge_failed_jobs=True)
+    acme.team.refresh_from_db()
+    finished_job(acme, "failed", 4_000, 3_000)  # charged under the flag
+    finished_job(acme, "cancelled", 500, 400, call_status="error")  # nothing billable: uncharged all the same
+
+    own = acme.api.get("/api/teams/acme-corp").json()
+    assert own["uncharged_cost_usd"] == 0.00000152
+    assert "uncharged_provider_cost_usd" not in own
+    staff = admin.get("/api/teams/acme-corp").json()
+    assert (staff["uncharged_cost_usd"], staff["uncharged_provider_cost_usd"]) == (0.00000152, 0.00000121)
+    other = admin.get("/api/teams/globex-eng").json()
+    assert (other["uncharged_cost_usd"], other["uncharged_provider_cost_usd"]) == (0.007, 0.006)
 
 
 def test_get_another_team_with_team_key_is_403(acme, globex):
@@ -316,6 +362,7 @@ def test_update_is_partial(admin, acme, registry, method):
         "access_groups": ["premium"],
         "default_model": "chat-smart",
         "store_prompts": True,
+        "charge_failed_jobs": True,
     }
     response = getattr(admin, method)("/api/teams/acme-corp", body)
     assert response.status_code == 200, response.content
@@ -326,6 +373,7 @@ def test_update_is_partial(admin, acme, registry, method):
     assert out["allowed_models"] == ["chat-fast", "chat-smart"]
     assert out["default_model"] == "chat-smart"
     assert out["store_prompts"] is True
+    assert out["charge_failed_jobs"] is True
     # Untouched fields keep their values.
     assert out["team_alias"] == "Before"
     assert out["tpm_limit"] == 999
@@ -338,6 +386,7 @@ def test_update_is_partial(admin, acme, registry, method):
     assert list(team.access_groups.values_list("name", flat=True)) == ["premium"]
     assert team.default_model_id == "chat-smart"
     assert team.store_prompts is True
+    assert team.charge_failed_jobs is True
     assert (team.team_alias, team.tpm_limit, team.metadata) == ("Before", 999, {"keep": True})
     assert team.updated_at > before.updated_at
     assert team.created_at == before.created_at
@@ -383,6 +432,8 @@ def test_update_with_empty_body_changes_nothing(admin, acme):
         ("markup_percent", 0.123456, "value_error.decimal.max_places"),
         ("metadata", {"blob": "y" * 17_000}, "value_error.too_large"),
         ("budget_mode", "JOB", "value_error.enum"),
+        ("charge_failed_jobs", "yes", "type_error"),
+        ("charge_failed_jobs", 0, "type_error"),
     ],
 )
 @pytest.mark.parametrize("method", ["put", "patch"])

@@ -14,6 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from billing.models import LedgerEntry
 from jobs import services
 from jobs.models import CallStatus, Job, JobStatus, LLMCall
 from jobs.services import CallRecord
@@ -29,7 +30,9 @@ FIELDS = (
     "total_tokens",
     "cost_usd",
     "credits_used",
+    "uncharged_cost_usd",
 )
+ADMIN_FIELDS = (*FIELDS, "uncharged_provider_cost_usd")
 TERMINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
@@ -47,7 +50,7 @@ def add_job(team, job_type: str, calls: list[tuple], *, status: str | None, at: 
                 prompt_tokens=prompt,
                 completion_tokens=completion,
                 cost_nanos=cost,
-                provider_cost_nanos=cost,
+                provider_cost_nanos=cost - cost // 6,  # a 20% markup, so provider cost is a number of its own
             ),
         )
     if status in TERMINAL:
@@ -57,9 +60,14 @@ def add_job(team, job_type: str, calls: list[tuple], *, status: str | None, at: 
     return job
 
 
-def sums(jobs: list[Job], calls: list[LLMCall]) -> dict:
-    """The usage fields, computed from the rows (what the endpoint must aggregate in the database)."""
-    return {
+def sums(jobs: list[Job], calls: list[LLMCall], *, admin: bool = False) -> dict:
+    """The usage fields, computed from the rows (what the endpoint must aggregate in the database).
+
+    Uncharged: failed/cancelled jobs without a charge in the ledger; their provider cost for admin keys only.
+    """
+    charged = set(LedgerEntry.objects.filter(kind="charge").values_list("job_id", flat=True))
+    uncharged = [job for job in jobs if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and job.id not in charged]
+    values = {
         "jobs": len(jobs),
         "completed_jobs": sum(job.status == JobStatus.COMPLETED for job in jobs),
         "failed_jobs": sum(job.status == JobStatus.FAILED for job in jobs),
@@ -69,7 +77,13 @@ def sums(jobs: list[Job], calls: list[LLMCall]) -> dict:
         "total_tokens": sum(call.total_tokens for call in calls),
         "cost_usd": float(Decimal(sum(call.cost_nanos for call in calls)).scaleb(-9)),
         "credits_used": float(Decimal(sum(job.credits_charged_units for job in jobs)).scaleb(-4)),
+        "uncharged_cost_usd": float(Decimal(sum(job.cost_nanos for job in uncharged)).scaleb(-9)),
     }
+    if admin:
+        values["uncharged_provider_cost_usd"] = float(
+            Decimal(sum(job.provider_cost_nanos for job in uncharged)).scaleb(-9)
+        )
+    return values
 
 
 def rows_in(team_ids: list[str], start: datetime, end: datetime) -> tuple[list[Job], list[LLMCall]]:
@@ -80,14 +94,14 @@ def rows_in(team_ids: list[str], start: datetime, end: datetime) -> tuple[list[J
     return jobs, calls
 
 
-def expected_groups(group_by: str, jobs: list[Job], calls: list[LLMCall]) -> list[dict]:
+def expected_groups(group_by: str, jobs: list[Job], calls: list[LLMCall], *, admin: bool = False) -> list[dict]:
     if group_by == "model":
         # A job counts under every model it called.
         by_key_calls = defaultdict(list)
         for call in calls:
             by_key_calls[call.model_alias].append(call)
         groups = {
-            alias: sums(list({call.job_id: call.job for call in alias_calls}.values()), alias_calls)
+            alias: sums(list({call.job_id: call.job for call in alias_calls}.values()), alias_calls, admin=admin)
             for alias, alias_calls in by_key_calls.items()
         }
     else:
@@ -102,7 +116,7 @@ def expected_groups(group_by: str, jobs: list[Job], calls: list[LLMCall]) -> lis
         for call in calls:
             key = call.created_at.astimezone(UTC).date().isoformat() if group_by == "day" else key_of_job(call.job)
             call_groups[key].append(call)
-        groups = {key: sums(job_groups[key], call_groups[key]) for key in {*job_groups, *call_groups}}
+        groups = {key: sums(job_groups[key], call_groups[key], admin=admin) for key in {*job_groups, *call_groups}}
     return [{"key": key, **groups[key]} for key in sorted(groups)]
 
 
@@ -119,7 +133,7 @@ def usage_data(db):
     """acme-corp (tokens budget mode, fractional credits) with jobs over three days, plus rows of two
     other teams (acme-labs in the same organization, globex-eng in another) that acme must never see."""
     acme = make_tenant("acme-corp", "acme", credits=10_000, budget_mode="tokens", tokens_per_credit=7)
-    labs = make_tenant("acme-labs", "acme", credits=10_000)
+    labs = make_tenant("acme-labs", "acme", credits=10_000, charge_failed_jobs=True)
     globex = make_tenant("globex-eng", "globex", credits=10_000)
     team = acme.team
     ok, err, cancelled = CallStatus.SUCCESS, CallStatus.ERROR, CallStatus.CANCELLED
@@ -133,6 +147,9 @@ def usage_data(db):
     add_job(team, "resume.parse", [("chat-smart", ok, 1, 1, 1)], status=None, at=day_at(D2, 18))  # in progress
     add_job(labs.team, "summary", [("chat-fast", ok, 1000, 1000, 5_000_000)], status=JobStatus.COMPLETED,
             at=day_at(D1, 8))  # fmt: skip
+    # acme-labs charges failed jobs: the first is charged, the second had nothing billable.
+    add_job(labs.team, "summary", [("chat-smart", ok, 10, 10, 2_400)], status=JobStatus.FAILED, at=day_at(D2, 8))
+    add_job(labs.team, "resume.parse", [("chat-fast", err, 5, 0, 360)], status=JobStatus.CANCELLED, at=day_at(D1, 9))
     add_job(globex.team, "resume.parse", [("chat-fast", ok, 9000, 9000, 90_000_000)], status=JobStatus.COMPLETED,
             at=day_at(D0, 10))  # fmt: skip
     return {"acme": acme, "labs": labs, "globex": globex}
@@ -172,18 +189,20 @@ def test_team_usage_equals_the_sums_of_its_rows(usage_data, admin, group_by):
     assert body["end_date"] == f"{iso(D2 - 1)}T00:00:00Z"  # a date end_date covers its whole day
     assert body["summary"] == sums(jobs, calls)
     assert body["summary"]["credits_used"] > 0 and body["summary"]["cost_usd"] > 0
+    assert body["summary"]["uncharged_cost_usd"] > 0  # the cancelled job
     expected = expected_groups(group_by, jobs, calls)
     assert body["results"] == expected
     assert body["count"] == len(expected)
     assert (body["next"], body["previous"]) == (None, None)
-    assert all(set(row) == {"key", *FIELDS} for row in body["results"])
-    # An admin key sees the same numbers.
-    assert (
-        admin.get(
-            "/api/teams/acme-corp/usage", {"group_by": group_by, "start_date": iso(D0), "end_date": iso(D2)}
-        ).json()
-        == body
-    )
+    assert all(set(row) == {"key", *FIELDS} for row in body["results"])  # never the provider cost
+    # An admin key sees the same numbers, and the provider cost of the uncharged jobs.
+    as_admin = admin.get(
+        "/api/teams/acme-corp/usage", {"group_by": group_by, "start_date": iso(D0), "end_date": iso(D2)}
+    ).json()
+    assert as_admin["summary"] == sums(jobs, calls, admin=True)
+    assert as_admin["results"] == expected_groups(group_by, jobs, calls, admin=True)
+    assert all(set(row) == {"key", *ADMIN_FIELDS} for row in as_admin["results"])
+    assert as_admin["summary"]["uncharged_provider_cost_usd"] > 0
 
 
 def test_team_usage_groups_have_the_expected_keys(usage_data):
@@ -202,6 +221,9 @@ def test_team_usage_groups_have_the_expected_keys(usage_data):
     assert by_day[iso(D0)]["cost_usd"] == 0.988888888
     assert by_day[iso(D0)]["credits_used"] == 25.7143  # ceil(180 tokens / 7, 4 decimals)
     assert (by_day[iso(D1)]["jobs"], by_day[iso(D1)]["calls"], by_day[iso(D1)]["credits_used"]) == (2, 2, 6.2858)
+    # Uncharged: only the cancelled job of D2 (the failed one of D0 cost nothing).
+    uncharged = {key: row["uncharged_cost_usd"] for key, row in by_day.items()}
+    assert uncharged == {iso(D0): 0, iso(D1): 0, iso(D2): 0.0000005}
 
     by_model = {
         row["key"]: row
@@ -210,6 +232,7 @@ def test_team_usage_groups_have_the_expected_keys(usage_data):
     assert list(by_model) == ["chat-fast", "chat-smart"]
     assert (by_model["chat-fast"]["jobs"], by_model["chat-fast"]["calls"]) == (3, 4)
     assert (by_model["chat-smart"]["jobs"], by_model["chat-smart"]["calls"]) == (3, 3)
+    assert (by_model["chat-fast"]["uncharged_cost_usd"], by_model["chat-smart"]["uncharged_cost_usd"]) == (0, 0.0000005)
 
     by_type = {
         row["key"]: row
@@ -217,6 +240,7 @@ def test_team_usage_groups_have_the_expected_keys(usage_data):
     }
     assert (by_type["summary"]["jobs"], by_type["summary"]["calls"], by_type["summary"]["failed_jobs"]) == (3, 2, 1)
     assert (by_type["resume.parse"]["jobs"], by_type["resume.parse"]["completed_jobs"]) == (3, 2)
+    assert (by_type["summary"]["uncharged_cost_usd"], by_type["resume.parse"]["uncharged_cost_usd"]) == (0.0000005, 0)
 
 
 # --- date ranges -------------------------------------------------------------------------------
@@ -384,10 +408,13 @@ def test_organization_usage_sums_its_teams(usage_data, admin, group_by):
     jobs, calls = rows_in(["acme-corp", "acme-labs"], day_at(D0), day_at(D2 - 1))
     assert body["organization_id"] == "acme"
     assert body["group_by"] == (group_by or "team")
-    assert body["summary"] == sums(jobs, calls)
-    assert body["results"] == expected_groups(group_by or "team", jobs, calls)
+    assert body["summary"] == sums(jobs, calls, admin=True)
+    assert body["results"] == expected_groups(group_by or "team", jobs, calls, admin=True)
     if group_by in (None, "team"):
         assert [row["key"] for row in body["results"]] == ["acme-corp", "acme-labs"]  # not globex-eng
+        # acme-labs (charge_failed_jobs) was charged for its failed job; its cancelled one had nothing billable.
+        labs = body["results"][1]
+        assert (labs["uncharged_cost_usd"], labs["uncharged_provider_cost_usd"]) == (0.00000036, 0.0000003)
 
 
 def test_organization_usage_unknown_org_is_404(teams, admin):

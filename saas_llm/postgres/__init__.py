@@ -1,0 +1,1 @@
+"""PostgreSQL backend with client-side deadlines (see base.py)."""
