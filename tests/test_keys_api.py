@@ -78,6 +78,9 @@ def test_key_stops_working_when_it_expires(admin, acme):
         ({"name": "n" * 201}, ["body", "name"], "value_error.any_str.max_length"),
         ({"name": "x", "expires_at": "next tuesday"}, ["body", "expires_at"], "type_error"),
         ({"name": "x", "expires_at": 1700000000}, ["body", "expires_at"], "type_error"),
+        # A key born expired (SPEC §5.3): was created, unusable from its first request.
+        ({"name": "x", "expires_at": "2020-01-01T00:00:00Z"}, ["body", "expires_at"], "type_error"),
+        ({"name": "x", "expires_at": "9999-12-31T23:59:59-23:59"}, ["body", "expires_at"], "value_error.overflow"),
     ],
 )
 def test_create_key_validation(admin, acme, body, loc, type_):
