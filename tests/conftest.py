@@ -124,6 +124,20 @@ def _fresh_router():
     router_holder.reset()
 
 
+@pytest.fixture
+def private_redis():
+    """A redis-server of the test's own on a free port (killed and restarted at will)."""
+    import shutil
+
+    from tests.live import RedisServer
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs the redis-server binary")
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def mock_upstream():
     """One OpenAI-compatible mock upstream process for the whole session (reset per test by `mock`)."""

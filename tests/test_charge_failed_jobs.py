@@ -18,10 +18,11 @@ from billing import money
 from billing.models import CreditAccount, LedgerEntry, Reservation
 from billing.selectors import ledger_discrepancies
 from jobs import services, tasks
-from jobs.models import BILLABLE_CALL_STATUSES, Job, LLMCall
+from jobs.models import Job, LLMCall
 from jobs.services import CallRecord
 from tenants import services as tenant_services
 from tests.conftest import make_alias, make_tenant
+from tests.test_job_charging import expected_charge
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -75,21 +76,6 @@ def run_job(tenant, status: str) -> tuple[str, dict]:
     record(tenant, job_id, "cancelled", prompt=9, completion=4, cost=21_000, provider_cost=17_500)
     record(tenant, job_id, "error", prompt=500, completion=500, cost=9_000_000, provider_cost=7_500_000)
     return job_id, complete(tenant, job_id, status)
-
-
-def expected_charge(team, job_id: str) -> int:
-    team.refresh_from_db()
-    billable = LLMCall.objects.filter(job_id=job_id, status__in=BILLABLE_CALL_STATUSES).aggregate(
-        tokens=Sum("total_tokens"), cost=Sum("cost_nanos")
-    )
-    return money.job_charge_units(
-        budget_mode=team.budget_mode,
-        credits_per_job=team.credits_per_job,
-        credits_per_dollar=team.credits_per_dollar,
-        tokens_per_credit=team.tokens_per_credit,
-        cost_nanos=billable["cost"] or 0,
-        total_tokens=billable["tokens"] or 0,
-    )
 
 
 def usd(nanos: int) -> float:

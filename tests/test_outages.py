@@ -17,11 +17,8 @@ Every request goes on a fresh connection and is mapped to the worker process tha
 """
 
 import os
-import shutil
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +27,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
-import redis
 from django.conf import settings
 
 from jobs.models import CallStatus, Job, LLMCall
@@ -56,48 +52,6 @@ CONNECT_TIMEOUT_S = settings.DATABASES["default"].get("OPTIONS", {}).get("connec
 
 
 # --- processes ---------------------------------------------------------------------------------
-
-
-class RedisServer:
-    """A private, non-persistent redis-server on a fixed free port: killed and restarted at will."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.dir = tempfile.TemporaryDirectory()
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=2)
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            cwd=self.dir.name,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with self.client() as client:
-                    client.ping()
-                return
-            except redis.ConnectionError:
-                assert self.proc.poll() is None, "redis-server exited"
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        """A crash: SIGKILL, every connection reset, nothing persisted."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
-    def stop(self) -> None:
-        self.kill()
-        self.dir.cleanup()
 
 
 class TcpProxy:
@@ -373,15 +327,6 @@ def outage_team(db, chat_alias):
         return make_tenant(team_id, "outages", access_groups=["standard"], default_model="chat-fast", **limits)
 
     return make
-
-
-@pytest.fixture
-def private_redis():
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs the redis-server binary")
-    server = RedisServer()
-    yield server
-    server.stop()
 
 
 def llm_call(gateway: Gateway, job_id: str) -> Served:

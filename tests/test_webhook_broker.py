@@ -8,73 +8,23 @@ Postgres + Redis only.
 
 import base64
 import json
-import shutil
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 
 import httpx
 import pytest
-import redis
 from django.conf import settings
 
 from tenants import webhooks
 from tenants.models import DeliveryStatus, WebhookDelivery
 from tests.conftest import make_tenant, needs_postgres_and_redis, subprocess_database_url
-from tests.live import ServerProcess, free_port
+from tests.live import RedisServer, ServerProcess
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True), needs_postgres_and_redis()]
 
 ENDPOINTS = 10
 FAST_S = 2.0  # generous for a loaded CI machine: measured ~0.05 s (it was 6.1 s before one publish per event)
-
-
-class RedisServer:
-    """A private, non-persistent redis-server on a free port, killed at will."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.dir = tempfile.TemporaryDirectory()
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            cwd=self.dir.name,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with self.client() as client:
-                    client.ping()
-                return
-            except redis.ConnectionError:
-                assert self.proc.poll() is None, "redis-server exited"
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=2)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
-    def stop(self) -> None:
-        self.kill()
-        self.dir.cleanup()
-
-
-@pytest.fixture
-def broker():
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs the redis-server binary")
-    server = RedisServer()
-    yield server
-    server.stop()
 
 
 def start_gateway(broker_url: str) -> ServerProcess:
@@ -92,8 +42,8 @@ def start_gateway(broker_url: str) -> ServerProcess:
 
 
 @pytest.fixture
-def gateway(broker):
-    server = start_gateway(broker.url)
+def gateway(private_redis):
+    server = start_gateway(private_redis.url)
     yield server
     server.stop()
 
@@ -136,21 +86,21 @@ def assert_left_for_the_sweep(job_ids: list[str]) -> None:
     assert [(d.status, d.attempts) for d in waiting] == [(DeliveryStatus.PENDING, 0)] * len(job_ids) * ENDPOINTS
 
 
-def queued_tasks(broker: RedisServer) -> list[tuple[str, list]]:
+def queued_tasks(private_redis: RedisServer) -> list[tuple[str, list]]:
     """(task name, args) of every message waiting in the default queue."""
-    with broker.client() as client:
+    with private_redis.client() as client:
         messages = [json.loads(raw) for raw in client.lrange("celery", 0, -1)]
     return [(m["headers"]["task"], json.loads(base64.b64decode(m["body"]))[0]) for m in messages]
 
 
-def test_an_event_is_one_publish_and_a_dead_broker_costs_the_request_nothing(hooked_team, broker, gateway):
+def test_an_event_is_one_publish_and_a_dead_broker_costs_the_request_nothing(hooked_team, private_redis, gateway):
     up_job, _ = complete_a_job(gateway, hooked_team)
-    [(task, args)] = queued_tasks(broker)  # one message for the event's ten deliveries
+    [(task, args)] = queued_tasks(private_redis)  # one message for the event's ten deliveries
     up_ids = WebhookDelivery.objects.filter(event__payload__job_id=up_job).values_list("id", flat=True)
     assert (task, sorted(args[0])) == ("tenants.enqueue_webhook_deliveries", sorted(str(pk) for pk in up_ids))
     assert len(args[0]) == ENDPOINTS
 
-    broker.kill()
+    private_redis.kill()
     # The first publish fails on the broken connection; the next ones have to connect afresh.
     down = [complete_a_job(gateway, hooked_team) for _ in range(3)]
 
