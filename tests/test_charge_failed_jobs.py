@@ -17,12 +17,11 @@ from django.utils import timezone
 from billing import money
 from billing.models import CreditAccount, LedgerEntry, Reservation
 from billing.selectors import ledger_discrepancies
-from jobs import services, tasks
-from jobs.models import Job, LLMCall
-from jobs.services import CallRecord
+from jobs import tasks
+from jobs.models import Job
 from tenants import services as tenant_services
 from tests.conftest import make_alias, make_tenant
-from tests.test_job_charging import expected_charge
+from tests.test_job_charging import expected_charge, record
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,18 +46,6 @@ def new_job(tenant) -> str:
     return response.json()["job_id"]
 
 
-def record(tenant, job_id: str, status: str, prompt: int, completion: int, cost: int, provider_cost: int) -> LLMCall:
-    """A call row written by the service the gateway uses (for statuses the mock cannot force)."""
-    return services.record_call(
-        team=tenant.team,
-        job_id=job_id,
-        record=CallRecord(
-            model_alias="chat-fast", status=status, stream=True, prompt_tokens=prompt, completion_tokens=completion,
-            cost_nanos=cost, provider_cost_nanos=provider_cost,
-        ),
-    )  # fmt: skip
-
-
 def complete(tenant, job_id: str, status: str) -> dict:
     response = tenant.api.post(f"/api/jobs/{job_id}/complete", {"status": status})
     assert response.status_code == 200, response.json()
@@ -73,8 +60,8 @@ def run_job(tenant, status: str) -> tuple[str, dict]:
         f"/api/jobs/{job_id}/llm-call", {"messages": [{"role": "user", "content": "first [[mock:chunks=7]]"}]}
     )
     assert response.status_code == 200, response.json()
-    record(tenant, job_id, "cancelled", prompt=9, completion=4, cost=21_000, provider_cost=17_500)
-    record(tenant, job_id, "error", prompt=500, completion=500, cost=9_000_000, provider_cost=7_500_000)
+    record(tenant, job_id, "cancelled", prompt=9, completion=4, cost_nanos=21_000, provider_cost_nanos=17_500)
+    record(tenant, job_id, "error", prompt=500, completion=500, cost_nanos=9_000_000, provider_cost_nanos=7_500_000)
     return job_id, complete(tenant, job_id, status)
 
 
@@ -169,7 +156,7 @@ def test_with_the_flag_a_failed_job_with_only_error_calls_is_still_not_charged(m
     # "Charged like a completed one" includes: a job with no billable call is not charged.
     team = team_with(budget, charge_failed_jobs=True)
     job_id = new_job(team)
-    record(team, job_id, "error", prompt=50, completion=0, cost=9_000, provider_cost=7_500)
+    record(team, job_id, "error", prompt=50, completion=0, cost_nanos=9_000, provider_cost_nanos=7_500)
 
     body = complete(team, job_id, status)
 
@@ -245,12 +232,12 @@ def test_late_call_on_a_charged_failed_job_is_charged_on_its_own(mock, chat_alia
     (in job mode only when the job had no billable call, so was charged nothing yet)."""
     team = team_with(budget, charge_failed_jobs=True)
     job_id = new_job(team)
-    record(team, job_id, first_call, prompt=30, completion=10, cost=5_000, provider_cost=4_000)
+    record(team, job_id, first_call, prompt=30, completion=10, cost_nanos=5_000, provider_cost_nanos=4_000)
     complete(team, job_id, "failed")
     first = Job.objects.get(id=job_id).credits_charged_units
     assert first == (expected_charge(team.team, job_id) if first_call == "success" else 0)
 
-    late = record(team, job_id, "cancelled", prompt=40, completion=30, cost=6_000, provider_cost=5_000)
+    late = record(team, job_id, "cancelled", prompt=40, completion=30, cost_nanos=6_000, provider_cost_nanos=5_000)
 
     total = expected_charge(team.team, job_id)
     assert total > first
@@ -265,11 +252,11 @@ def test_late_call_on_a_charged_failed_job_is_charged_on_its_own(mock, chat_alia
 def test_late_call_on_a_free_failed_job_stays_free_even_if_the_flag_is_turned_on_later(mock, chat_alias, admin):
     team = team_with("tokens")
     job_id = new_job(team)
-    record(team, job_id, "success", prompt=30, completion=10, cost=5_000, provider_cost=4_000)
+    record(team, job_id, "success", prompt=30, completion=10, cost_nanos=5_000, provider_cost_nanos=4_000)
     complete(team, job_id, "cancelled")
     tenant_services.update_team(team=team.team, charge_failed_jobs=True)
 
-    record(team, job_id, "cancelled", prompt=40, completion=30, cost=6_000, provider_cost=5_000)
+    record(team, job_id, "cancelled", prompt=40, completion=30, cost_nanos=6_000, provider_cost_nanos=5_000)
 
     assert not LedgerEntry.objects.filter(job_id=job_id).exists()
     assert Job.objects.get(id=job_id).credits_charged_units == 0

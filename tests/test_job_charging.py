@@ -74,14 +74,24 @@ def assert_books_balance(team) -> CreditAccount:
     return account
 
 
-def record(tenant, job_id: str, status: str, prompt: int, completion: int, cost_nanos: int):
-    """A call row written by the same service the gateway uses (for statuses the mock cannot force)."""
+def record(
+    tenant,
+    job_id: str,
+    status: str,
+    prompt: int,
+    completion: int,
+    cost_nanos: int,
+    provider_cost_nanos: int | None = None,
+):
+    """A call row written by the same service the gateway uses (for statuses the mock cannot force);
+    the provider cost is the client cost unless given (a markup)."""
     return services.record_call(
         team=tenant.team,
         job_id=job_id,
         record=CallRecord(
             model_alias="chat-fast", status=status, stream=True, prompt_tokens=prompt, completion_tokens=completion,
-            provider_cost_nanos=cost_nanos, cost_nanos=cost_nanos,
+            provider_cost_nanos=cost_nanos if provider_cost_nanos is None else provider_cost_nanos,
+            cost_nanos=cost_nanos,
         ),
     )  # fmt: skip
 
