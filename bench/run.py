@@ -9,8 +9,9 @@ What it does (see bench/README.md for the details and how to read the results):
   4. drives the mock directly (baseline), the gateway and the proxy with the same closed-loop load
      generator (bench/loadgen.py): non-streaming and streaming, at concurrency 1 and 32;
   5. samples each server's CPU time from /proc around every measured window, and peak RSS (VmHWM);
-  6. prints the table and the gateway / proxy ratios, writes bench/results.md (+ raw JSON in
-     bench/results-raw/), and stops everything it started — also on Ctrl-C and on errors.
+  6. prints the table and the gateway / proxy ratios, writes bench/results.md, bench/results.json (machine +
+     gateway / proxy ratios, see summary_json()) and the raw JSON in bench/results-raw/, and stops
+     everything it started — also on Ctrl-C and on errors.
 
 Environment knobs (all optional):
   BENCH_PROXY_VENV   venv holding litellm[proxy] (default /tmp/bench-venv; created when missing)
@@ -40,6 +41,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -705,12 +707,15 @@ def main() -> int:
         }
         results["client"] = {"python": client_py, "loop": next(iter(results["phases"].values()))["event_loop"]}
         results["wall_s"] = time.monotonic() - T_START
-        results["generated"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        now = time.time()
+        results["generated"] = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(now))
+        results["generated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         report = render(results)
         print("\n" + report)
         (BENCH_DIR / "results.md").write_text(report)
         (RAW_DIR / "results.json").write_text(json.dumps(results, indent=2, default=str))
-        log("wrote bench/results.md and bench/results-raw/")
+        write_summary_json(results)  # last: the raw numbers are safe on disk whatever happens here
+        log("wrote bench/results.md, bench/results.json and bench/results-raw/")
         return 0
     except KeyboardInterrupt as exc:
         log(f"interrupted ({exc}); stopping everything")
@@ -867,6 +872,116 @@ def _fmt(x: float, digits: int = 2) -> str:
     return "-" if x != x else f"{x:.{digits}f}"  # NaN → "-"
 
 
+NAN = float("nan")
+DIRECT, GW_V1, GW_LLM_CALL, PROXY = "direct (mock)", "gateway /v1", "gateway llm-call", "LiteLLM Proxy"
+
+
+def _ratio(g: float, p: float) -> float:
+    """gateway ÷ proxy; NaN when either side is missing (NaN) or the proxy's value is 0."""
+    return g / p if p else NAN
+
+
+def phase_metrics(r: dict) -> dict[str, dict[str, float]]:
+    """The derived numbers of every measured phase, keyed like r["phases"] ("<target> | <phase>").
+
+    The one computation behind the results table, the ratio rows and bench/results.json. Per-request
+    numbers are in ms; NaN where a number does not apply (PG columns of a non-gateway target, the
+    overheads of the direct rows or when the direct row of the phase is missing)."""
+    ph = r["phases"]
+    out = {}
+    for key, res in ph.items():
+        phase = key.split(" | ", 1)[1]
+        direct = ph.get(f"{DIRECT} | {phase}")
+        vs_direct = direct is not None and res["server"] != "mock"
+        gateway = res["server"] == "gateway"
+        ok = max(res["ok"], 1)
+        cpu = res["cpu"]
+        srv = cpu["servers"][res["server"]]
+        accounted = sum(cpu["servers"].values()) + cpu["pg"] + cpu["redis"] + res["client_cpu_s"]
+        out[key] = {
+            "rps": res["rps"],
+            "cpu_ms_per_req": srv * 1000 / ok,
+            "sys_share": cpu["servers_sys"][res["server"]] / max(srv, 1e-9),
+            "mock_cpu_ms_per_req": cpu["servers"]["mock"] * 1000 / ok if res["server"] != "mock" else NAN,
+            "db_cpu_ms_per_req": (cpu["pg"] + cpu["redis"]) * 1000 / ok if gateway else NAN,
+            "pg_xacts_per_req": cpu["pg_xacts"] / ok if gateway else NAN,
+            "client_cpu_ms_per_req": res["client_cpu_s"] * 1000 / ok,
+            "other_cores": max(cpu["machine"] - accounted, 0.0) / max(cpu["wall"], 1e-9),
+            "overhead_p50_ms": res["total_ms"]["p50"] - direct["total_ms"]["p50"] if vs_direct else NAN,
+            "ttfb_overhead_p50_ms": res["ttfb_ms"]["p50"] - direct["ttfb_ms"]["p50"] if vs_direct else NAN,
+        }
+    return out
+
+
+def _generated_at(r: dict) -> str | None:
+    """ISO-8601 UTC time of the run: r["generated_at"], or for raw files written before it existed,
+    r["generated"] ("%Y-%m-%d %H:%M:%S %Z") when its zone is UTC or this machine's local zone."""
+    if r.get("generated_at"):
+        return r["generated_at"]
+    stamp, _, zone = str(r.get("generated", "")).rpartition(" ")
+    try:
+        when = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+    if zone in ("UTC", "GMT", "Z"):
+        when = when.replace(tzinfo=UTC)
+    elif zone in time.tzname:
+        when = when.astimezone()  # naive = local time
+    else:
+        return None
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _round3(x: float | None) -> float | None:
+    return None if x is None or x != x or x in (float("inf"), float("-inf")) else round(x, 3)
+
+
+def summary_json(r: dict) -> dict:
+    """bench/results.json: the machine and the gateway ÷ LiteLLM Proxy ratios of one run, from its raw
+    results dict (the one in results-raw/results.json). Pure; the numbers are phase_metrics()'s, i.e. the
+    table's. A ratio whose phases were skipped is null."""
+    metrics = phase_metrics(r)
+
+    def val(target: str, phase: str, name: str) -> float:
+        pm = metrics.get(f"{target} | {phase}")
+        return pm[name] if pm else NAN
+
+    cpu, ns1, ns32, s1, s32 = "cpu_ms_per_req", "non-stream c=1", "non-stream c=32", "stream c=1", "stream c=32"
+    mem = r.get("memory", {})
+    ratios = {
+        "v1_cpu_per_req_c1": _ratio(val(GW_V1, ns1, cpu), val(PROXY, ns1, cpu)),
+        "v1_cpu_per_req_c32": _ratio(val(GW_V1, ns32, cpu), val(PROXY, ns32, cpu)),
+        "v1_total_cpu_per_req_c32": _ratio(
+            val(GW_V1, ns32, cpu) + val(GW_V1, ns32, "db_cpu_ms_per_req"), val(PROXY, ns32, cpu)
+        ),
+        "v1_rps_c32": _ratio(val(GW_V1, ns32, "rps"), val(PROXY, ns32, "rps")),
+        # the proxy has no llm-call route: compared with its chat completion
+        "llm_call_cpu_per_req_c32": _ratio(val(GW_LLM_CALL, ns32, cpu), val(PROXY, ns32, cpu)),
+        "stream_cpu_per_req_c32": _ratio(val(GW_V1, s32, cpu), val(PROXY, s32, cpu)),
+        "stream_ttfb_overhead_p50_c1": _ratio(
+            val(GW_V1, s1, "ttfb_overhead_p50_ms"), val(PROXY, s1, "ttfb_overhead_p50_ms")
+        ),
+        "peak_rss": _ratio(
+            mem.get("gateway", {}).get("peak_rss_mib", NAN), mem.get("proxy", {}).get("peak_rss_mib", NAN)
+        ),
+    }
+    return {
+        "generated_at": _generated_at(r),
+        "machine": r.get("machine", {}),
+        "ratios": {k: _round3(v) for k, v in ratios.items()},
+        "pg_xacts_per_req": {
+            "v1": _round3(val(GW_V1, ns32, "pg_xacts_per_req")),
+            "llm_call": _round3(val(GW_LLM_CALL, ns32, "pg_xacts_per_req")),
+        },
+    }
+
+
+def write_summary_json(r: dict) -> Path:
+    path = BENCH_DIR / "results.json"
+    path.write_text(json.dumps(summary_json(r), indent=2, allow_nan=False) + "\n")
+    return path
+
+
 def render(r: dict) -> str:
     ph = r["phases"]
     m = r["machine"]
@@ -909,29 +1024,18 @@ def render(r: dict) -> str:
         "| other CPU (cores) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    metrics = phase_metrics(r)
     for key, res in ph.items():
         target, phase = key.split(" | ")
-        direct = ph.get(f"direct (mock) | {phase}")
-        ok = max(res["ok"], 1)
-        cpu = res["cpu"]
-        srv = cpu["servers"][res["server"]]
-        mock_cpu = cpu["servers"]["mock"] if res["server"] != "mock" else float("nan")
-        dbcpu = cpu["pg"] + cpu["redis"]
-        accounted = sum(cpu["servers"].values()) + cpu["pg"] + cpu["redis"] + res["client_cpu_s"]
-        other = max(cpu["machine"] - accounted, 0.0) / max(cpu["wall"], 1e-9)
-        over = (
-            res["total_ms"]["p50"] - direct["total_ms"]["p50"] if direct and res["server"] != "mock" else float("nan")
-        )
-        tover = res["ttfb_ms"]["p50"] - direct["ttfb_ms"]["p50"] if direct and res["server"] != "mock" else float("nan")
+        pm = metrics[key]
         lines.append(
             f"| {target} | {phase} | {res['ok']} | {res['errors']} | {res['rps']:.0f} | "
-            f"{_fmt(res['total_ms']['p50'])} | {_fmt(res['total_ms']['p99'])} | {_fmt(over)} | "
-            f"{_fmt(res['ttfb_ms']['p50'])} | {_fmt(res['ttfb_ms']['p99'])} | {_fmt(tover)} | "
-            f"{srv * 1000 / ok:.2f} | {100 * cpu['servers_sys'][res['server']] / max(srv, 1e-9):.0f}% | "
-            f"{_fmt(mock_cpu * 1000 / ok)} | "
-            f"{_fmt(dbcpu * 1000 / ok) if res['server'] == 'gateway' else '-'} | "
-            f"{_fmt(cpu['pg_xacts'] / ok, 1) if res['server'] == 'gateway' else '-'} | "
-            f"{res['client_cpu_s'] * 1000 / ok:.2f} | {other:.2f} |"
+            f"{_fmt(res['total_ms']['p50'])} | {_fmt(res['total_ms']['p99'])} | {_fmt(pm['overhead_p50_ms'])} | "
+            f"{_fmt(res['ttfb_ms']['p50'])} | {_fmt(res['ttfb_ms']['p99'])} | {_fmt(pm['ttfb_overhead_p50_ms'])} | "
+            f"{pm['cpu_ms_per_req']:.2f} | {100 * pm['sys_share']:.0f}% | "
+            f"{_fmt(pm['mock_cpu_ms_per_req'])} | {_fmt(pm['db_cpu_ms_per_req'])} | "
+            f"{_fmt(pm['pg_xacts_per_req'], 1)} | "
+            f"{pm['client_cpu_ms_per_req']:.2f} | {pm['other_cores']:.2f} |"
         )
     if r["skipped"]:
         lines += ["", "Skipped (time budget): " + "; ".join(r["skipped"])]
@@ -991,43 +1095,38 @@ def render(r: dict) -> str:
 
 
 def ratio_rows(r: dict) -> list[list[str]]:
-    ph = r["phases"]
-
-    def get(target, phase):
-        return ph.get(f"{target} | {phase}")
-
-    def cpu_req(res):
-        return res["cpu"]["servers"][res["server"]] * 1000 / max(res["ok"], 1)
-
-    def ttfb_over(res):
-        d = get("direct (mock)", "stream c=1")
-        return res["ttfb_ms"]["p50"] - d["ttfb_ms"]["p50"] if d else float("nan")
-
+    metrics = phase_metrics(r)
     rows = []
     specs = [
-        # label, phase, getter, unit, target text, comparison (ratio ok?)
-        ("CPU ms / non-stream request (c=32)", "non-stream c=32", cpu_req, "≤ 0.5×", lambda q: q <= 0.5),
-        ("CPU ms / non-stream request (c=1)", "non-stream c=1", cpu_req, "≤ 0.5×", lambda q: q <= 0.5),
-        ("RPS non-stream c=32", "non-stream c=32", lambda x: x["rps"], "≥ 2×", lambda q: q >= 2),
-        ("RPS stream c=32", "stream c=32", lambda x: x["rps"], "(info)", None),
-        ("CPU ms / stream request (c=32)", "stream c=32", cpu_req, "≤ 0.5×", lambda q: q <= 0.5),
-        ("CPU ms / stream request (c=1)", "stream c=1", cpu_req, "≤ 0.5×", lambda q: q <= 0.5),
-        ("TTFB overhead p50 vs direct, stream c=1 (ms)", "stream c=1", ttfb_over, "≤ 1×", lambda q: q <= 1),
-        ("TTFB overhead p50 vs direct, stream c=32 (ms)", "stream c=32", ttfb_over, "(info)", None),
+        # label, phase, phase_metrics() key, target text, comparison (ratio ok?)
+        ("CPU ms / non-stream request (c=32)", "non-stream c=32", "cpu_ms_per_req", "≤ 0.5×", lambda q: q <= 0.5),
+        ("CPU ms / non-stream request (c=1)", "non-stream c=1", "cpu_ms_per_req", "≤ 0.5×", lambda q: q <= 0.5),
+        ("RPS non-stream c=32", "non-stream c=32", "rps", "≥ 2×", lambda q: q >= 2),
+        ("RPS stream c=32", "stream c=32", "rps", "(info)", None),
+        ("CPU ms / stream request (c=32)", "stream c=32", "cpu_ms_per_req", "≤ 0.5×", lambda q: q <= 0.5),
+        ("CPU ms / stream request (c=1)", "stream c=1", "cpu_ms_per_req", "≤ 0.5×", lambda q: q <= 0.5),
+        (
+            "TTFB overhead p50 vs direct, stream c=1 (ms)",
+            "stream c=1",
+            "ttfb_overhead_p50_ms",
+            "≤ 1×",
+            lambda q: q <= 1,
+        ),
+        ("TTFB overhead p50 vs direct, stream c=32 (ms)", "stream c=32", "ttfb_overhead_p50_ms", "(info)", None),
     ]
-    for gw_target in ("gateway /v1", "gateway llm-call"):
-        for label, phase, fn, target, ok in specs:
-            g, p = get(gw_target, phase), get("LiteLLM Proxy", phase)
+    for gw_target in (GW_V1, GW_LLM_CALL):
+        for label, phase, name, target, ok in specs:
+            g, p = metrics.get(f"{gw_target} | {phase}"), metrics.get(f"{PROXY} | {phase}")
             if not g or not p:
                 continue
-            gv, pv = fn(g), fn(p)
-            q = gv / pv if pv else float("nan")
+            gv, pv = g[name], p[name]
+            q = _ratio(gv, pv)
             verdict = "-" if ok is None else (f"met ({q:.2f}×)" if ok(q) else f"NOT met ({q:.2f}×)")
             rows.append([f"{gw_target}: {label}", _fmt(gv), _fmt(pv), f"{q:.2f}", target, verdict])
     mem = r.get("memory", {})
     if "gateway" in mem and "proxy" in mem:
         gv, pv = mem["gateway"]["peak_rss_mib"], mem["proxy"]["peak_rss_mib"]
-        q = gv / pv
+        q = _ratio(gv, pv)
         rows.append(
             [
                 "peak RSS (MiB)",
@@ -1042,7 +1141,8 @@ def ratio_rows(r: dict) -> list[list[str]]:
 
 
 def rerender() -> int:
-    """`bench/run.py --render`: rebuild bench/results.md from bench/results-raw/ without running anything."""
+    """`bench/run.py --render`: rebuild bench/results.md and bench/results.json from bench/results-raw/
+    without running anything."""
     results = json.loads((RAW_DIR / "results.json").read_text())
     collapsed = RAW_DIR / "gateway-profile.collapsed.txt"
     if results.get("profile") and collapsed.exists():
@@ -1052,6 +1152,7 @@ def rerender() -> int:
             results["profile"]["load"] = load
     report = render(results)
     (BENCH_DIR / "results.md").write_text(report)
+    write_summary_json(results)
     print(report)
     return 0
 
