@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing import money
+from billing import sql as ledger_sql
 from billing.errors import InsufficientCredits
 from billing.models import CreditAccount, EntryKind, LedgerEntry, Reservation, ReservationStatus
 from tenants.events import emit_event
@@ -28,11 +29,15 @@ def open_account(*, team: Team) -> CreditAccount:
 
 
 def _locked_account(team: Team) -> CreditAccount:
-    try:
-        return CreditAccount.objects.select_for_update().get(team=team)
-    except CreditAccount.DoesNotExist:
+    account = ledger_sql.lock_account(team.id)
+    if account is None:
         CreditAccount.objects.get_or_create(team=team)
-        return CreditAccount.objects.select_for_update().get(team=team)
+        account = ledger_sql.lock_account(team.id)
+    return account
+
+
+def _save(account: CreditAccount) -> None:
+    ledger_sql.save_account(account, now=timezone.now())
 
 
 def _check_low_balance(team: Team, account: CreditAccount, *, rearm: bool) -> None:
@@ -66,16 +71,17 @@ def _append(
         account.used_units -= amount_units
     else:
         account.allocated_units += amount_units
-    return LedgerEntry.objects.create(
-        team_id=account.team_id,
-        kind=kind,
-        amount_units=amount_units,
-        balance_after_units=account.balance_units,
-        job_id=job_id,
-        reason=reason,
-        actor=actor,
-        reference=reference,
-    )
+    values = {
+        "team_id": account.team_id,
+        "kind": kind,
+        "amount_units": amount_units,
+        "balance_after_units": account.balance_units,
+        "job_id": job_id,
+        "reason": reason,
+        "actor": actor,
+        "reference": reference,
+    }
+    return ledger_sql.insert(LedgerEntry, values, now=timezone.now())
 
 
 def grant_credits(
@@ -102,7 +108,7 @@ def grant_credits(
             account = _locked_account(team)
             entry = _append(account, kind=kind, amount_units=units, reason=reason, actor=actor, reference=reference)
             _check_low_balance(team, account, rearm=True)
-            account.save()
+            _save(account)
             return entry
     except IntegrityError:
         # A concurrent request with the same reference won the race; return its entry.
@@ -128,32 +134,44 @@ def adjust_credits(
             account, kind=EntryKind.ADJUSTMENT, amount_units=units, reason=reason, actor=actor, reference=reference
         )
         _check_low_balance(team, account, rearm=units > 0)
-        account.save()
+        _save(account)
         return entry
 
 
 def reserve_for_job(*, team: Team, job_id: uuid.UUID) -> Reservation:
-    """Hold the job's expected charge. Raises InsufficientCredits (403) when remaining < hold.
+    """Hold the job's expected charge. Raises InsufficientCredits (403) when remaining < hold."""
+    reservation = hold_for_job(team=team, job_id=job_id)
+    # Raised outside the block: a refusal wrote nothing and must not doom a caller's transaction.
+    if reservation is None:
+        raise InsufficientCredits()
+    return reservation
+
+
+def hold_for_job(*, team: Team, job_id: uuid.UUID) -> Reservation | None:
+    """Hold the job's expected charge; None, having written nothing, when remaining < hold.
 
     Locks the account, so N concurrent reservations against a balance covering k succeed exactly k times.
     """
     units = money.reservation_units(
         budget_mode=team.budget_mode, credits_per_job=team.credits_per_job, min_reservation=team.min_reservation
     )
-    expires_at = timezone.now() + timedelta(seconds=settings.SAAS_LLM_JOB_TIMEOUT_S + 3600)
+    now = timezone.now()
+    expires_at = now + timedelta(seconds=settings.SAAS_LLM_JOB_TIMEOUT_S + 3600)
     with transaction.atomic(savepoint=False):
         account = _locked_account(team)
-        covered = account.remaining_units >= units
-        if covered:
-            reservation = Reservation.objects.create(
-                team=team, job_id=job_id, initial_units=units, amount_units=units, expires_at=expires_at
-            )
-            account.reserved_units += units
-            _check_low_balance(team, account, rearm=False)
-            account.save()
-    # Raised outside the block: a refusal wrote nothing and must not doom a caller's transaction.
-    if not covered:
-        raise InsufficientCredits()
+        if account.remaining_units < units:
+            return None
+        values = {
+            "team_id": team.id,
+            "job_id": job_id,
+            "initial_units": units,
+            "amount_units": units,
+            "expires_at": expires_at,
+        }
+        reservation = ledger_sql.insert(Reservation, values, now=now)
+        account.reserved_units += units
+        _check_low_balance(team, account, rearm=False)
+        _save(account)
     return reservation
 
 
@@ -181,18 +199,16 @@ def accrue_usage(*, team: Team, job_id: uuid.UUID, accrued_units: int) -> None:
     """Grow an open reservation to the job's accrued usage (usage modes), so remaining reflects it."""
     with transaction.atomic(savepoint=False):
         account = _locked_account(team)
-        reservation = (
-            Reservation.objects.select_for_update().filter(job_id=job_id, status=ReservationStatus.OPEN).first()
-        )
+        reservation = ledger_sql.lock_reservation(job_id, open_only=True)
         if reservation is None:
             return
         new_amount = max(reservation.initial_units, accrued_units)
         reservation.accrued_units = accrued_units
         account.reserved_units += new_amount - reservation.amount_units
         reservation.amount_units = new_amount
-        reservation.save(update_fields=["amount_units", "accrued_units"])
+        ledger_sql.save_reservation(reservation, "amount_units", "accrued_units")
         _check_low_balance(team, account, rearm=False)
-        account.save()
+        _save(account)
 
 
 def settle_job(
@@ -207,7 +223,7 @@ def settle_job(
     reference = f"charge:{job_id}"
     with transaction.atomic(savepoint=False):
         account = _locked_account(team)
-        reservation = Reservation.objects.select_for_update().filter(job_id=job_id).first()
+        reservation = ledger_sql.lock_reservation(job_id, open_only=False)
         if reservation is None or reservation.status != ReservationStatus.OPEN:
             # An open hold means no charge yet (a charge closes the hold in its transaction).
             existing = LedgerEntry.objects.filter(reference=reference).first()
@@ -219,7 +235,7 @@ def settle_job(
             account.reserved_units -= reservation.amount_units
             reservation.status = ReservationStatus.SETTLED
             reservation.closed_at = timezone.now()
-            reservation.save(update_fields=["status", "closed_at"])
+            ledger_sql.save_reservation(reservation, "status", "closed_at")
         entry = None
         if charge_units > 0:
             entry = _append(
@@ -232,7 +248,7 @@ def settle_job(
                 reference=reference,
             )
         _check_low_balance(team, account, rearm=False)
-        account.save()
+        _save(account)
         return entry
 
 
@@ -240,16 +256,14 @@ def release_job(*, team: Team, job_id: uuid.UUID) -> bool:
     """Release a job's hold without charging (failed/cancelled/expired). Idempotent; False if not open."""
     with transaction.atomic(savepoint=False):
         account = _locked_account(team)
-        reservation = (
-            Reservation.objects.select_for_update().filter(job_id=job_id, status=ReservationStatus.OPEN).first()
-        )
+        reservation = ledger_sql.lock_reservation(job_id, open_only=True)
         if reservation is None:
             return False
         account.reserved_units -= reservation.amount_units
         reservation.status = ReservationStatus.RELEASED
         reservation.closed_at = timezone.now()
-        reservation.save(update_fields=["status", "closed_at"])
-        account.save()
+        ledger_sql.save_reservation(reservation, "status", "closed_at")
+        _save(account)
         return True
 
 
@@ -286,7 +300,7 @@ def charge_usage(
                 reference=reference,
             )
             _check_low_balance(team, account, rearm=False)
-            account.save()
+            _save(account)
             return entry
     except IntegrityError:
         existing = LedgerEntry.objects.filter(reference=reference).first()

@@ -15,15 +15,16 @@ from django.conf import settings
 from billing import money
 from billing import services as billing
 from jobs import services, spool
-from jobs.errors import JobAlreadyFinished, UpstreamError
+from jobs.errors import JobAlreadyFinished, JobNotFound, UpstreamError
 from jobs.models import CallStatus, Job
-from jobs.selectors import get_job
+from jobs.selectors import parse_job_id
 from jobs.services import CallRecord
+from jobs.sql import job_with_team
 from models_registry.errors import AliasNotFound, ModelNotAllowed, NoDefaultModel
 from models_registry.models import ModelAlias
 from models_registry.pricing import price_call
-from models_registry.router import DeploymentInfo, NoDeployment, RegistryRouter, router_holder
-from models_registry.selectors import team_may_use
+from models_registry.router import DeploymentInfo, NoDeployment, RegistryRouter, current_version, router_holder
+from models_registry.sql import team_may_use
 from saas_llm.db import db_sync_to_async
 from saas_llm.errors import TeamSuspended
 from tenants import limits
@@ -45,6 +46,7 @@ class AdmittedCall:
     params: dict[str, Any]
     call_id: uuid.UUID
     single_call: bool = False  # the job exists for this call: recording the call completes it
+    admission: limits.Admission | None = None  # the rate limiter's, released when the call ends
 
     @property
     def request_body(self) -> dict | None:
@@ -64,8 +66,11 @@ def admit_call(
     *, principal: Principal, job_id: str, alias: str | None, purpose: str | None, messages: list[dict], params: dict
 ) -> AdmittedCall:
     """Every check before the provider is called: job scope (404), suspended team (403), terminal
-    job (409), alias unknown (404) / not allowed (403), usage-mode credits (403). Marks the job started."""
-    job = get_job(job_id=job_id, team_id=None if principal.is_admin else principal.team.id)
+    job (409), alias unknown (404) / not allowed (403), usage-mode credits (403), rate limits (429).
+    Marks the job started. Runs inside the admission's transaction (a refusal rolls it back)."""
+    job = job_with_team(parse_job_id(job_id), None if principal.is_admin else principal.team.id)
+    if job is None:
+        raise JobNotFound()
     team = job.team
     if team.is_suspended:
         raise TeamSuspended()
@@ -76,10 +81,12 @@ def admit_call(
         raise NoDefaultModel()
     check_model_access(team, alias)
     billing.check_call_allowed(team=team, job_id=job.id)
-    services.mark_started(job=job)
-    return AdmittedCall(
+    call = AdmittedCall(
         team=team, job=job, alias=alias, purpose=purpose or "", messages=messages, params=params, call_id=uuid.uuid4()
     )
+    estimated = estimate_tokens(call)
+    services.mark_started(job=job)
+    return admit_rate(call, estimated)
 
 
 def team_limits(team: Team) -> limits.Limits:
@@ -99,10 +106,21 @@ def estimate_tokens(admitted: AdmittedCall) -> int:
     return int(prompt) + int(admitted.params.get("max_tokens") or settings.SAAS_LLM_TPM_DEFAULT_MAX_TOKENS)
 
 
-async def admit_rate(admitted: AdmittedCall) -> limits.Admission:
-    return await limits.admit(
-        team_id=admitted.team.id, limits=team_limits(admitted.team), estimated_tokens=estimate_tokens(admitted)
+def admit_rate(call: AdmittedCall, estimated_tokens: int) -> AdmittedCall:
+    """The rate limiter's admission (429), the last step of an admission's transaction: what the
+    admission wrote before is rolled back by a refusal, and nothing can fail after it but the commit
+    (then the view gives the slot back: `release_admission`)."""
+    if router_holder.check_due():  # the routing table's freshness check, in this transaction
+        router_holder.observe(current_version())
+    call.admission = limits.admit(
+        team_id=call.team.id, limits=team_limits(call.team), estimated_tokens=estimated_tokens
     )
+    return call
+
+
+async def release_admission(call: AdmittedCall, *, actual_tokens: int | None) -> None:
+    if call.admission is not None:
+        await limits.release(call.admission, actual_tokens=actual_tokens)
 
 
 @db_sync_to_async
@@ -308,18 +326,18 @@ def cancelled_record(registry: RegistryRouter, admitted: AdmittedCall, started: 
     )
 
 
-async def call_admitted(admitted: AdmittedCall, admission: limits.Admission) -> tuple[dict, float, CallRecord]:
-    """`call_provider` within a rate-limit admission: the slot is given back (with the tokens
+async def call_admitted(admitted: AdmittedCall) -> tuple[dict, float, CallRecord]:
+    """`call_provider` within its rate-limit admission: the slot is given back (with the tokens
     actually used) however the call ends; a provider error carries the rate-limit headers."""
     actual_tokens = None
     try:
         body, provider_s, record = await call_provider(admitted)
         actual_tokens = record.prompt_tokens + record.completion_tokens
     except UpstreamError as exc:
-        exc.headers.update(admission.headers)
+        exc.headers.update(admitted.admission.headers)
         raise
     finally:
-        await limits.release(admission, actual_tokens=actual_tokens)
+        await release_admission(admitted, actual_tokens=actual_tokens)
     return body, provider_s, record
 
 

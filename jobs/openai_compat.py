@@ -9,7 +9,7 @@ OpenAI's shape `{"error": {"message", "type", "code", "param"}}` and status code
 
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
@@ -17,46 +17,14 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers
 
 from billing import services as billing
-from jobs import gateway, services, streaming
-from jobs.llm_input import FORWARDED_PARAMS, MessageIn, StopField, ToolChoiceField, ToolIn
+from jobs import gateway, llm_schema, services, streaming
 from models_registry.models import ModelAlias
 from models_registry.selectors import list_allowed_aliases
-from saas_llm.api import validate_data
 from saas_llm.async_views import AsyncAPIView, json_body
-from saas_llm.db import db_sync_to_async
 from saas_llm.errors import BadRequest, TeamMismatch, TeamSuspended, error_response
-from saas_llm.fields import SlugIdField, StrictCharField, StrictFloatField, StrictIntegerField
-from tenants import limits
 from tenants.auth import Principal
 from tenants.models import Team
 from tenants.selectors import get_team
-
-OPENAI_PARAMS = (*FORWARDED_PARAMS, "max_completion_tokens", "parallel_tool_calls", "user")
-
-
-class StreamOptionsIn(serializers.Serializer):
-    include_usage = serializers.BooleanField(required=False, default=False)
-
-
-class ChatCompletionIn(serializers.Serializer):
-    model = SlugIdField()
-    messages = MessageIn(many=True, allow_empty=False, max_length=2048)
-    stream = serializers.BooleanField(required=False, default=False)
-    stream_options = StreamOptionsIn(required=False)
-    temperature = StrictFloatField(required=False, min_value=0, max_value=2)
-    max_tokens = StrictIntegerField(required=False, min_value=1, max_value=1_000_000)
-    max_completion_tokens = StrictIntegerField(required=False, min_value=1, max_value=1_000_000)
-    top_p = StrictFloatField(required=False, min_value=0, max_value=1)
-    stop = StopField(required=False, allow_null=True)
-    presence_penalty = StrictFloatField(required=False, min_value=-2, max_value=2)
-    frequency_penalty = StrictFloatField(required=False, min_value=-2, max_value=2)
-    seed = StrictIntegerField(required=False)
-    response_format = serializers.DictField(required=False)
-    tools = ToolIn(many=True, required=False, max_length=128)
-    tool_choice = ToolChoiceField(required=False)
-    parallel_tool_calls = serializers.BooleanField(required=False)
-    user = StrictCharField(max_length=255, required=False)
-    n = StrictIntegerField(required=False, min_value=1, max_value=1)
 
 
 class ChatCompletionOut(serializers.Serializer):
@@ -109,13 +77,15 @@ class PreparedChat:
     data: dict
     params: dict
     team: Team
-    admitted: gateway.AdmittedCall | None  # a call attached to an open job (X-Job-Id), admitted
+    admitted: gateway.AdmittedCall  # on the X-Job-Id job, or on its own single-call job
 
 
 def prepare_chat(request: HttpRequest) -> PreparedChat:
-    """Validation and every check before the rate limiter (sync: the view's prepare step)."""
-    data = validate_data(ChatCompletionIn, json_body(request), "body")
-    params = {name: data[name] for name in OPENAI_PARAMS if name in data}
+    """Validation and every check before the provider (sync: the view's prepare step, one
+    transaction). Without X-Job-Id the call's single-call job is created here, started, with its
+    credit hold — after every check, so a refusal leaves nothing behind."""
+    data = llm_schema.validate_chat_completion(json_body(request))
+    params = llm_schema.forwarded_params(data, llm_schema.OPENAI_PARAMS)
     if data.get("stream") and request.headers.get("Idempotency-Key"):
         raise BadRequest("Idempotency-Key is not supported for streaming requests", code="idempotency_not_supported")
     job_id = request.headers.get("X-Job-Id")
@@ -131,27 +101,37 @@ def prepare_chat(request: HttpRequest) -> PreparedChat:
         return PreparedChat(data=data, params=params, team=admitted.team, admitted=admitted)
     team = _acting_team(request.auth, request)
     check_adhoc(team=team, alias=data["model"])
-    return PreparedChat(data=data, params=params, team=team, admitted=None)
-
-
-@db_sync_to_async
-def open_single_call_job(call: gateway.AdmittedCall, user: str | None) -> gateway.AdmittedCall:
-    """Create the single-call job, started, with its credit hold; the call is admitted on it."""
-    billing.check_call_allowed(team=call.team, job_id=None)  # before the job exists: a refusal leaves nothing
-    job = services.create_job(team=call.team, job_type="chat.completions", user_id=user, started=True)
-    return replace(call, job=job, single_call=True)
+    call = gateway.AdmittedCall(
+        team=team,
+        job=None,
+        alias=data["model"],
+        purpose="",
+        messages=data["messages"],
+        params=params,
+        call_id=uuid.uuid4(),
+        single_call=True,
+    )
+    estimated = gateway.estimate_tokens(call)
+    billing.check_call_allowed(team=team, job_id=None)  # before the job exists: a refusal leaves nothing
+    call.job = services.create_job(team=team, job_type="chat.completions", user_id=data.get("user"), started=True)
+    return PreparedChat(data=data, params=params, team=team, admitted=gateway.admit_rate(call, estimated))
 
 
 class ChatCompletionsView(AsyncAPIView):
+    lean = True
+
     def handle_error(self, exc: Exception):
         return openai_error(exc)
 
     def prepare(self, request: HttpRequest) -> PreparedChat:
         return prepare_chat(request)
 
+    async def abandon(self, prepared: PreparedChat) -> None:
+        await gateway.release_admission(prepared.admitted, actual_tokens=0)
+
     @extend_schema(
         operation_id="openai_chat_completions",
-        request=ChatCompletionIn,
+        request=llm_schema.ChatCompletionIn,
         parameters=[
             OpenApiParameter("X-Job-Id", str, OpenApiParameter.HEADER, description="Attach the call to this open job."),
             OpenApiParameter("X-Team-Id", str, OpenApiParameter.HEADER, description="Admin keys only: the team."),
@@ -176,32 +156,14 @@ class ChatCompletionsView(AsyncAPIView):
         received = request.received_at
         prepared: PreparedChat = self.prepared
         data = prepared.data
-        stream = data.get("stream", False)
-        if prepared.admitted is not None:
-            admitted = prepared.admitted
-            admission = await gateway.admit_rate(admitted)
-        else:
-            probe = gateway.AdmittedCall(
-                team=prepared.team,
-                job=None,
-                alias=data["model"],
-                purpose="",
-                messages=data["messages"],
-                params=prepared.params,
-                call_id=uuid.uuid4(),
-            )
-            admission = await gateway.admit_rate(probe)
-            try:
-                admitted = await open_single_call_job(probe, data.get("user"))
-            except BaseException:
-                await limits.release(admission, actual_tokens=0)
-                raise
-        if stream:
+        admitted = prepared.admitted
+        admission = admitted.admission
+        if data.get("stream", False):
             include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-            response = await streaming.start_stream(admitted, admission, received=received, include_usage=include_usage)
+            response = await streaming.start_stream(admitted, received=received, include_usage=include_usage)
             response["X-Job-Id"] = str(admitted.job.id)
             return response
-        body, provider_s, record = await gateway.call_admitted(admitted, admission)
+        body, provider_s, record = await gateway.call_admitted(admitted)
         message: dict[str, Any] = {"role": "assistant", "content": body["content"]}
         if body.get("tool_calls"):
             message["tool_calls"] = body["tool_calls"]
@@ -227,6 +189,8 @@ class ChatCompletionsView(AsyncAPIView):
 
 
 class ModelsView(AsyncAPIView):
+    lean = True
+
     def handle_error(self, exc: Exception):
         return openai_error(exc)
 

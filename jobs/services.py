@@ -15,7 +15,9 @@ from django.utils import timezone
 
 from billing import money
 from billing import services as billing
+from billing.errors import InsufficientCredits
 from billing.models import Reservation, ReservationStatus
+from jobs import sql as jobs_sql
 from jobs.errors import JobAlreadyFinished, JobNotFound
 from jobs.models import BILLABLE_CALL_STATUSES, OPEN_STATUSES, CallStatus, Job, JobStatus, LLMCall
 from saas_llm.errors import TeamSuspended
@@ -41,12 +43,26 @@ def create_job(
     """
     if team.is_suspended:
         raise TeamSuspended()
-    state = {"status": JobStatus.IN_PROGRESS, "started_at": timezone.now()} if started else {}
-    with transaction.atomic():
-        job = Job.objects.create(
-            team=team, job_type=job_type, metadata=metadata or {}, user_id=user_id, external_id=external_id, **state
-        )
-        billing.reserve_for_job(team=team, job_id=job.id)
+    now = timezone.now()
+    values = {
+        "id": uuid.uuid4(),
+        "team_id": team.id,
+        "job_type": job_type,
+        "metadata": metadata or {},
+        "user_id": user_id,
+        "external_id": external_id,
+    }
+    if started:
+        values.update(status=JobStatus.IN_PROGRESS, started_at=now)
+    # The hold first (the reservation names the job by id): a refusal writes nothing and raises
+    # outside the block, so it takes no savepoint inside a caller's transaction and dooms none.
+    with transaction.atomic(savepoint=False):
+        held = billing.hold_for_job(team=team, job_id=values["id"]) is not None
+        if held:
+            job = jobs_sql.insert_job(values, now=now)
+    if not held:
+        raise InsufficientCredits()
+    job.team = team
     return job
 
 
@@ -80,15 +96,15 @@ def complete_job(
     charge); a different status raises JobAlreadyFinished (409). Locks the job, then the account.
     """
     with transaction.atomic():
-        job = Job.objects.select_for_update().filter(id=job_id, team=team).first()
-        if job is None:
+        job = jobs_sql.lock_job(job_id)
+        if job is None or job.team_id != team.id:
             raise JobNotFound()
         if job.is_terminal:
             if job.status == status:
                 return job
             raise JobAlreadyFinished(job.status)
         _finish_locked(team, job, status=status, metadata=metadata, error_message=error_message, actor=actor)
-        job.save()
+        jobs_sql.save_job_state(job)
     return job
 
 
@@ -204,34 +220,38 @@ def _record_call(*, team: Team, job_id: uuid.UUID, record: CallRecord, complete_
         response_body=storable(record.response_body),
     )
     with transaction.atomic():
-        job = Job.objects.select_for_update().get(id=job_id)
-        call = LLMCall.objects.create(
-            id=record.call_id,
-            job=job,
-            team=team,
-            model_alias=record.model_alias,
-            deployment_id=record.deployment_id,
-            resolved_model=record.resolved_model,
-            provider_response_id=record.provider_response_id[:255],
-            purpose=record.purpose,
-            stream=record.stream,
-            status=record.status,
-            error=record.error[:5000],
-            error_code=record.error_code[:64],
-            finish_reason=record.finish_reason[:32],
-            prompt_tokens=record.prompt_tokens,
-            completion_tokens=record.completion_tokens,
-            total_tokens=total_tokens,
-            provider_cost_nanos=record.provider_cost_nanos,
-            cost_nanos=record.cost_nanos,
-            unpriced=record.unpriced,
-            price_snapshot=record.price_snapshot,
-            latency_ms=record.latency_ms,
-            ttft_ms=record.ttft_ms,
-            fallbacks=record.fallbacks,
-            request_body=record.request_body,
-            response_body=record.response_body,
-        )
+        now = timezone.now()
+        job = jobs_sql.lock_job(job_id)
+        if job is None:
+            raise Job.DoesNotExist(job_id)
+        values = {
+            "id": record.call_id,
+            "job_id": job.id,
+            "team_id": team.id,
+            "model_alias": record.model_alias,
+            "deployment_id": record.deployment_id,
+            "resolved_model": record.resolved_model,
+            "provider_response_id": record.provider_response_id[:255],
+            "purpose": record.purpose,
+            "stream": record.stream,
+            "status": record.status,
+            "error": record.error[:5000],
+            "error_code": record.error_code[:64],
+            "finish_reason": record.finish_reason[:32],
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+            "total_tokens": total_tokens,
+            "provider_cost_nanos": record.provider_cost_nanos,
+            "cost_nanos": record.cost_nanos,
+            "unpriced": record.unpriced,
+            "price_snapshot": record.price_snapshot,
+            "latency_ms": record.latency_ms,
+            "ttft_ms": record.ttft_ms,
+            "fallbacks": record.fallbacks,
+            "request_body": record.request_body,
+            "response_body": record.response_body,
+        }
+        call = jobs_sql.insert_call(values, now=now)
         job.total_calls += 1
         job.successful_calls += record.status == CallStatus.SUCCESS
         job.failed_calls += record.status == CallStatus.ERROR
@@ -247,7 +267,7 @@ def _record_call(*, team: Team, job_id: uuid.UUID, record: CallRecord, complete_
             job.billable_tokens += total_tokens
             job.billable_cost_nanos += record.cost_nanos
         if job.status == JobStatus.PENDING:
-            job.status, job.started_at = JobStatus.IN_PROGRESS, job.started_at or timezone.now()
+            job.status, job.started_at = JobStatus.IN_PROGRESS, job.started_at or now
         if complete_job and job.status in OPEN_STATUSES:
             failed = record.status == CallStatus.ERROR
             _finish_locked(
@@ -258,9 +278,9 @@ def _record_call(*, team: Team, job_id: uuid.UUID, record: CallRecord, complete_
                 error_message=(record.client_error or record.error_code or "LLM call failed") if failed else None,
                 actor="system",
             )
-            job.save()
+            jobs_sql.save_job_state(job)
             return call
-        job.save()
+        jobs_sql.save_job_state(job)
         if billable and job.status in OPEN_STATUSES and team.budget_mode != "job":
             billing.accrue_usage(team=team, job_id=job.id, accrued_units=job_charge_units(team, job))
         elif billable and job.is_terminal:

@@ -68,16 +68,13 @@ def chunk_payload(chunk: Any, alias: str) -> dict | None:
 
 
 async def start_stream(
-    admitted: gateway.AdmittedCall,
-    admission: limits.Admission,
-    *,
-    received: float,
-    include_usage: bool = True,
+    admitted: gateway.AdmittedCall, *, received: float, include_usage: bool = True
 ) -> StreamingHttpResponse:
     """Open the upstream stream (provider errors before the first byte are JSON errors), then stream.
 
     `include_usage=False` omits the final usage chunk (OpenAI's default).
     """
+    admission = admitted.admission
     registry = await router_holder.get(admitted.alias)
     started = time.perf_counter()
     try:

@@ -7,9 +7,7 @@ from django.http import HttpRequest, JsonResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 
-from jobs import gateway, streaming
-from jobs.llm_input import LLMCallIn, forwarded_params
-from saas_llm.api import validate_data
+from jobs import gateway, llm_schema, streaming
 from saas_llm.async_views import AsyncAPIView, json_body
 from saas_llm.errors import BadRequest
 
@@ -60,27 +58,34 @@ ERRORS = {
 
 def admit(request: HttpRequest, job_id: str) -> gateway.AdmittedCall:
     """Validate the body and run every check before the provider (sync: the view's prepare step)."""
-    data = validate_data(LLMCallIn, json_body(request), "body")
+    data = llm_schema.validate_llm_call(json_body(request))
     return gateway.admit_call(
         principal=request.auth,
         job_id=job_id,
         alias=data.get("model"),
         purpose=data.get("purpose"),
         messages=data["messages"],
-        params=forwarded_params(data),
+        params=llm_schema.forwarded_params(data),
     )
 
 
 class LLMCallView(AsyncAPIView):
+    lean = True
+
     def prepare(self, request: HttpRequest, job_id: str) -> gateway.AdmittedCall:
         return admit(request, job_id)
 
-    @extend_schema(operation_id="jobs_llm_call", request=LLMCallIn, responses={200: LLMCallOut, **ERRORS}, tags=["llm"])
+    async def abandon(self, prepared: gateway.AdmittedCall) -> None:
+        await gateway.release_admission(prepared, actual_tokens=0)
+
+    @extend_schema(
+        operation_id="jobs_llm_call", request=llm_schema.LLMCallIn, responses={200: LLMCallOut, **ERRORS}, tags=["llm"]
+    )
     async def post(self, request: HttpRequest, job_id: str) -> JsonResponse:
         received = request.received_at
         admitted = self.prepared
-        admission = await gateway.admit_rate(admitted)
-        response, provider_s, record = await gateway.call_admitted(admitted, admission)
+        admission = admitted.admission
+        response, provider_s, record = await gateway.call_admitted(admitted)
         payload: dict[str, Any] = {
             "call_id": str(admitted.call_id),
             "job_id": str(admitted.job.id),
@@ -104,6 +109,8 @@ class LLMCallView(AsyncAPIView):
 
 
 class LLMCallStreamView(AsyncAPIView):
+    lean = True
+
     def prepare(self, request: HttpRequest, job_id: str) -> gateway.AdmittedCall:
         if request.headers.get("Idempotency-Key"):
             raise BadRequest(
@@ -111,9 +118,12 @@ class LLMCallStreamView(AsyncAPIView):
             )
         return admit(request, job_id)
 
+    async def abandon(self, prepared: gateway.AdmittedCall) -> None:
+        await gateway.release_admission(prepared, actual_tokens=0)
+
     @extend_schema(
         operation_id="jobs_llm_call_stream",
-        request=LLMCallIn,
+        request=llm_schema.LLMCallIn,
         responses={
             (200, "text/event-stream"): OpenApiResponse(
                 response=str,
@@ -124,6 +134,4 @@ class LLMCallStreamView(AsyncAPIView):
         tags=["llm"],
     )
     async def post(self, request: HttpRequest, job_id: str):
-        admitted = self.prepared
-        admission = await gateway.admit_rate(admitted)
-        return await streaming.start_stream(admitted, admission, received=request.received_at)
+        return await streaming.start_stream(self.prepared, received=request.received_at)

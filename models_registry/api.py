@@ -18,8 +18,8 @@ from models_registry.selectors import (
     get_alias_with_deployments,
     list_aliases,
     list_allowed_aliases,
-    team_may_use,
 )
+from models_registry.sql import team_may_use
 from saas_llm.api import StrictSerializer, parse_body
 from saas_llm.fields import ExactDecimalField, SlugIdField, StrictCharField, StrictFloatField, StrictIntegerField
 from saas_llm.pagination import LimitOffsetPagination

@@ -175,6 +175,15 @@ class RouterHolder:
         finally:
             self._refreshing = False
 
+    def check_due(self) -> bool:
+        return time.monotonic() - self._checked_at >= REGISTRY_CHECK_INTERVAL_S
+
+    def observe(self, version: int) -> None:
+        """The registry version, read by a caller in its own database step (an LLM call's admission):
+        the check `get` would otherwise make in a step of its own. A new version is built by `get`."""
+        if self._current is not None and self._current.version == version:
+            self._checked_at = time.monotonic()
+
     def _refresh(self) -> RegistryRouter:
         """Read the version and build a Router for it if it is new (sync, off the event loop). One
         build at a time: concurrent callers wait for it and then find it current."""

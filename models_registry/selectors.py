@@ -57,13 +57,6 @@ def list_aliases() -> QuerySet[ModelAlias]:
     return ModelAlias.objects.prefetch_related("deployments", "access_groups").order_by("name")
 
 
-def team_may_use(team_id: str, alias_name: str) -> bool:
-    """A team may call an alias only through one of its active groups containing that active alias."""
-    return ModelAlias.objects.filter(
-        name=alias_name, status=Status.ACTIVE, access_groups__status=Status.ACTIVE, access_groups__teams__id=team_id
-    ).exists()
-
-
 def list_allowed_aliases(team_id: str) -> QuerySet[ModelAlias]:
     return (
         ModelAlias.objects.filter(

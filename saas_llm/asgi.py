@@ -4,7 +4,12 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas_llm.settings")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+# The hot LLM routes bypass Django's handler and its sync middlewares (saas_llm/lean.py).
+from saas_llm.lean import LeanDispatch  # noqa: E402
+
+application = LeanDispatch(django_application)
 
 from saas_llm.checks import refuse_insecure_secret_key  # noqa: E402
 

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from asgiref.sync import markcoroutinefunction
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.views import APIView
@@ -35,17 +36,24 @@ def json_body(request: HttpRequest) -> Any:
 class AsyncAPIView(APIView):
     prepared: Any = None
     public = False  # True: no API key (health): no key lookup, no thread hop, no `prepare`
+    lean = False  # True: a hot route, served on the lean path (saas_llm/lean.py)
 
     def prepare(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         """Sync work of the request that needs the database, run right after authentication in
-        the same worker-thread hop (validation, scope and admission checks). Its result is
-        `self.prepared`. The default does nothing."""
+        the same worker-thread hop and the same transaction (validation, scope and admission
+        checks, the writes of an admission). Its result is `self.prepared`. The default does nothing."""
         return None
 
+    async def abandon(self, prepared: Any) -> None:
+        """Undo what `prepare` holds outside the database (a rate-limit slot) when its transaction
+        failed to commit after it returned. The default has nothing to undo."""
+
     @db_sync_to_async
-    def _authenticate_and_prepare(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-        request.auth = resolve_api_key(parse_bearer(request.headers.get("Authorization")))
-        return self.prepare(request, *args, **kwargs)
+    def _authenticate_and_prepare(self, request: HttpRequest, *args: Any, **kwargs: Any) -> None:
+        # One transaction for the key lookup and the whole admission (SPEC §5.6: at most two per call).
+        with transaction.atomic():
+            request.auth = resolve_api_key(parse_bearer(request.headers.get("Authorization")))
+            self.prepared = self.prepare(request, *args, **kwargs)
 
     @classmethod
     def as_view(cls, **initkwargs):
@@ -64,7 +72,12 @@ class AsyncAPIView(APIView):
             request.received_at = time.perf_counter()
             try:
                 if not self.public:
-                    self.prepared = await self._authenticate_and_prepare(request, *args, **kwargs)
+                    try:
+                        await self._authenticate_and_prepare(request, *args, **kwargs)
+                    except BaseException:
+                        if self.prepared is not None:  # prepared, then the commit failed
+                            await self.abandon(self.prepared)
+                        raise
                 return await handler(request, *args, **kwargs)
             except Exception as exc:
                 return self.handle_error(exc)
@@ -72,6 +85,7 @@ class AsyncAPIView(APIView):
         markcoroutinefunction(view)
         view.cls = cls
         view.initkwargs = initkwargs
+        view.lean = cls.lean
         return csrf_exempt(view)
 
     @classmethod

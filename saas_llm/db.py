@@ -15,6 +15,7 @@ request finishes.
 
 import functools
 import threading
+import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -28,11 +29,23 @@ R = TypeVar("R")
 _thread = threading.local()
 
 
+# A connection idle longer than this is checked (`SELECT 1`) before it is used again: a database
+# restarted or failed over meanwhile would otherwise fail the next request. Busy connections —
+# under load, all of them — are not checked; an error on one marks it for a check (Django).
+IDLE_CHECK_S = 1.0
+
+
 def use_worker_thread_connection() -> None:
     """In a long-lived worker thread, before database work: keep this thread's connection across
-    calls, but drop it first if it is too old or broken."""
+    calls, but drop it first if it is too old or broken (after an error, or idle: IDLE_CHECK_S)."""
     _thread.long_lived = True
     close_old_connections()
+    now = time.monotonic()
+    if now - getattr(_thread, "last_used", now) > IDLE_CHECK_S:
+        for connection in connections.all(initialized_only=True):
+            if connection.connection is not None and not connection.is_usable():
+                connection.close()
+    _thread.last_used = now
 
 
 def db_sync_to_async(function: Callable[P, R]):

@@ -99,6 +99,17 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "saas_llm.idempotency.IdempotencyMiddleware",
 ]
+# The hot LLM routes (views marked `lean`) skip what only the admin and HTML pages need — sessions,
+# CSRF, users, messages — and run these on the event loop (saas_llm/lean.py). Same order as above;
+# a sync-only middleware here must do no I/O.
+LEAN_MIDDLEWARE = [
+    "saas_llm.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "saas_llm.idempotency.IdempotencyMiddleware",
+]
 
 # Larger request bodies answer 413 request_too_large (SPEC §4); Django's default, 2.5 MB.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
@@ -139,7 +150,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 else:
     DATABASES["default"]["ENGINE"] = "saas_llm.postgres"  # Django's, with client-side deadlines
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # No `SELECT 1` before every step: a connection is checked only after an error on it or when it
+    # sat idle (saas_llm/db.py), so a restarted database costs no request its answer.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
     server_limits = {"statement_timeout": DB_STATEMENT_TIMEOUT, "lock_timeout": DB_LOCK_TIMEOUT}
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         connect_timeout=DB_CONNECT_TIMEOUT,
@@ -151,6 +164,9 @@ else:
         keepalives_interval=2,
         keepalives_count=3,
         tcp_user_timeout=10_000,
+        # Parameters bound by the server, statements prepared once per connection: no quoting of
+        # every value in Python, no re-planning of the hot path's few statements.
+        server_side_binding=env_bool("DB_SERVER_SIDE_BINDING", True),
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -257,6 +273,7 @@ CELERY_BEAT_SCHEDULE = {
     "release-expired-reservations": {"task": "billing.release_expired_reservations", "schedule": 300.0},
     "expire-stale-jobs": {"task": "jobs.expire_stale_jobs", "schedule": 60.0},
     "purge-idempotency-keys": {"task": "tenants.purge_idempotency_keys", "schedule": 3600.0},
+    "purge-old-events": {"task": "tenants.purge_old_events", "schedule": 3600.0},
     "sweep-webhook-deliveries": {"task": "tenants.sweep_webhook_deliveries", "schedule": 15.0},
     "replay-spooled-calls": {"task": "jobs.replay_spooled_calls", "schedule": 30.0},
 }
@@ -266,6 +283,8 @@ SAAS_LLM_WEBHOOK_ALLOW_PRIVATE = env_bool("SAAS_LLM_WEBHOOK_ALLOW_PRIVATE", DEBU
 SAAS_LLM_JOB_TIMEOUT_S = env_int("SAAS_LLM_JOB_TIMEOUT", 24 * 3600)
 # A key's last_used_at is written at most once per this many seconds (never on every request).
 SAAS_LLM_KEY_TOUCH_INTERVAL_S = env_int("SAAS_LLM_KEY_TOUCH_INTERVAL", 60)
+# Days the event log (job.*, credits.low_balance: one row per completed job) is kept once delivered.
+SAAS_LLM_EVENT_RETENTION_DAYS = env_int("SAAS_LLM_EVENT_RETENTION_DAYS", 30)
 
 # Environment variables a deployment may name as its provider key (`os.environ/NAME`), as
 # shell-style patterns (SPEC §5.6). The server's own settings are refused whatever this says.

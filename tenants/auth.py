@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from saas_llm.errors import AdminKeyRequired, RequestValidationError, TeamMismatch, Unauthorized
 from tenants.models import KEY_PREFIX, ApiKey, Team, hash_key
 from tenants.selectors import get_team
+from tenants.sql import key_with_team
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,9 @@ def parse_bearer(header: str | None) -> str:
 def resolve_api_key(raw_key: str) -> Principal:
     """Return the principal for a raw key; raises Unauthorized if unknown, expired or revoked."""
     now = timezone.now()
-    try:  # get(): a unique lookup, no ORDER BY (first() would sort by the model's ordering)
-        key = ApiKey.objects.select_related("team").get(key_hash=hash_key(raw_key))
-    except ApiKey.DoesNotExist:
-        raise Unauthorized("Invalid API key") from None
+    key = key_with_team(hash_key(raw_key))
+    if key is None:
+        raise Unauthorized("Invalid API key")
     if key.revoked_at is not None:
         raise Unauthorized("API key has been revoked")
     if key.expires_at is not None and key.expires_at <= now:

@@ -154,37 +154,49 @@ def _arg(limit: int | None) -> int:
 
 
 class RedisLimiter:
+    POOL_OPTIONS = {
+        "max_connections": REDIS_POOL_SIZE,
+        "timeout": None,
+        "socket_timeout": REDIS_TIMEOUT_S,
+        # A refused connection fails at once; this only bounds a Redis that accepts and hangs.
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+    }
+
     def __init__(self, url: str):
         self.url = url
         self._clients: dict[int, object] = {}
+        self._sync = None
 
     def _client(self):
+        """The async client of the running loop (releases run on the event loop)."""
         import redis.asyncio as aioredis
 
         loop_id = id(asyncio.get_running_loop())
         client = self._clients.get(loop_id)
         if client is None:
-            # A small bounded pool: each admission is one short script, so a few connections serve any
+            # A small bounded pool: each release is one short script, so a few connections serve any
             # burst. One new connection per concurrent call (the default pool) timed out connecting
             # under load and failed open exactly when the limit mattered. Waiting for a pooled
             # connection is not "Redis is down", so it has no timeout; the socket timeouts detect that.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=REDIS_POOL_SIZE,
-                timeout=None,
-                socket_timeout=REDIS_TIMEOUT_S,
-                # A refused connection fails at once; this only bounds a Redis that accepts and hangs.
-                socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-            )
+            pool = aioredis.BlockingConnectionPool.from_url(self.url, **self.POOL_OPTIONS)
             client = aioredis.Redis(connection_pool=pool)
-            client.admit_script = client.register_script(LUA_ADMIT)
             client.release_script = client.register_script(LUA_RELEASE)
             self._clients[loop_id] = client
         return client
 
-    async def admit(self, team_id: str, limits: Limits, token: str, estimated: int) -> tuple:
-        client = self._client()
-        result = await client.admit_script(
+    def _sync_client(self):
+        """The thread-safe client admissions use: they run in the database step's worker thread,
+        between reading the team and writing the job, so a refusal leaves nothing behind."""
+        if self._sync is None:
+            import redis
+
+            client = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(self.url, **self.POOL_OPTIONS))
+            client.admit_script = client.register_script(LUA_ADMIT)
+            self._sync = client
+        return self._sync
+
+    def admit(self, team_id: str, limits: Limits, token: str, estimated: int) -> tuple:
+        result = self._sync_client().admit_script(
             keys=_keys(team_id),
             args=[
                 f"{time.time():.6f}",
@@ -220,7 +232,7 @@ class LocalLimiter:
         self._tokens: dict[str, dict[str, tuple[float, int]]] = {}
         self._inflight: dict[str, dict[str, float]] = {}
 
-    async def admit(self, team_id: str, limits: Limits, token: str, estimated: int) -> tuple:
+    def admit(self, team_id: str, limits: Limits, token: str, estimated: int) -> tuple:
         now = time.time()
         with self._lock:
             requests = [entry for entry in self._requests.get(team_id, []) if entry[0] > now - WINDOW_S]
@@ -270,13 +282,15 @@ def limiter() -> RedisLimiter | LocalLimiter:
 DIMENSION_TEXT = {"requests": "requests per minute", "tokens": "tokens per minute", "parallel": "parallel requests"}
 
 
-async def admit(*, team_id: str, limits: Limits, estimated_tokens: int) -> Admission:
-    """Admit one LLM call or raise RateLimited (429 with Retry-After and x-ratelimit-* headers)."""
+def admit(*, team_id: str, limits: Limits, estimated_tokens: int) -> Admission:
+    """Admit one LLM call or raise RateLimited (429 with Retry-After and x-ratelimit-* headers).
+
+    Sync: it runs inside the admission's database step (jobs/gateway.py); the release is async."""
     token = uuid.uuid4().hex
     if limits.unlimited:
         return Admission(team_id, token, limits, estimated_tokens, recorded=False)
     try:
-        admitted, dimension, retry, used_req, used_tok = await limiter().admit(team_id, limits, token, estimated_tokens)
+        admitted, dimension, retry, used_req, used_tok = limiter().admit(team_id, limits, token, estimated_tokens)
     except Exception as exc:  # Redis down or slow: fail open (SPEC §7), loudly
         logger.error("rate limiter unavailable, admitting without limits: %s", exc)
         return Admission(team_id, token, limits, estimated_tokens, recorded=False)

@@ -1,12 +1,17 @@
 from celery import shared_task
 
 from saas_llm.idempotency import purge_expired
-from tenants import webhooks
+from tenants import events, webhooks
 
 
 @shared_task(name="tenants.purge_idempotency_keys")
 def purge_idempotency_keys() -> int:
     return purge_expired()
+
+
+@shared_task(name="tenants.purge_old_events")
+def purge_old_events() -> int:
+    return events.purge_old_events()
 
 
 @shared_task(name="tenants.deliver_webhook", acks_late=True)

@@ -42,6 +42,7 @@ from tenants.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from tenants.sql import live_endpoints
 
 logger = logging.getLogger(__name__)
 
@@ -211,11 +212,7 @@ def delete_webhook(*, endpoint: WebhookEndpoint) -> None:
 
 def fan_out(event: Event) -> list[WebhookDelivery]:
     """Inside the event's transaction: one delivery per subscribed endpoint, sent after commit."""
-    endpoints = [
-        endpoint
-        for endpoint in WebhookEndpoint.objects.filter(team_id=event.team_id, deleted_at__isnull=True)
-        if event.type in endpoint.events
-    ]
+    endpoints = [endpoint for endpoint in live_endpoints(event.team_id) if event.type in endpoint.events]
     if not endpoints:
         return []
     now = timezone.now()

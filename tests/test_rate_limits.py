@@ -11,6 +11,7 @@ import multiprocessing
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import httpx
@@ -71,12 +72,12 @@ def test_requests_per_minute_is_a_sliding_window(limiter, clock):
     async def scenario():
         out = []
         for i in range(3):
-            out.append(await limiter.admit(team, rpm3, f"r{i}", 0))
+            out.append(limiter.admit(team, rpm3, f"r{i}", 0))
             clock.now += 10
-        out.append(await limiter.admit(team, rpm3, "r3", 0))  # t=30: 3 in the last minute
+        out.append(limiter.admit(team, rpm3, "r3", 0))  # t=30: 3 in the last minute
         clock.now += 30.5  # t=60.5: the call of t=0 left the window
-        out.append(await limiter.admit(team, rpm3, "r4", 0))
-        out.append(await limiter.admit(team, rpm3, "r5", 0))  # t=60.5: t=10, 20, 60.5 still inside
+        out.append(limiter.admit(team, rpm3, "r4", 0))
+        out.append(limiter.admit(team, rpm3, "r5", 0))  # t=60.5: t=10, 20, 60.5 still inside
         return out
 
     results = run(scenario())
@@ -98,14 +99,14 @@ def test_tokens_per_minute_counts_estimates_then_actual_usage(limiter, clock):
     team, tpm100 = new_team_id(), limits.Limits(rpm=None, tpm=100, parallel=None)
 
     async def scenario():
-        first = await limiter.admit(team, tpm100, "a", 40)
+        first = limiter.admit(team, tpm100, "a", 40)
         clock.now += 5
-        second = await limiter.admit(team, tpm100, "b", 40)
+        second = limiter.admit(team, tpm100, "b", 40)
         clock.now += 5
-        refused = await limiter.admit(team, tpm100, "c", 40)  # 80 + 40 > 100
+        refused = limiter.admit(team, tpm100, "c", 40)  # 80 + 40 > 100
         await limiter.release(team, "a", 40, 10)  # a actually used 10 tokens
-        admitted = await limiter.admit(team, tpm100, "c", 40)  # 10 + 40 + 40 = 90
-        too_big = await limiter.admit(team, tpm100, "d", 101)
+        admitted = limiter.admit(team, tpm100, "c", 40)  # 10 + 40 + 40 = 90
+        too_big = limiter.admit(team, tpm100, "d", 101)
         return first, second, refused, admitted, too_big
 
     first, second, refused, admitted, too_big = run(scenario())
@@ -122,12 +123,12 @@ def test_parallel_slots_free_on_release_and_after_their_ttl(limiter, clock):
     team, two = new_team_id(), limits.Limits(rpm=None, tpm=None, parallel=2)
 
     async def scenario():
-        out = [await limiter.admit(team, two, token, 0) for token in ("a", "b", "c")]
+        out = [limiter.admit(team, two, token, 0) for token in ("a", "b", "c")]
         await limiter.release(team, "a", 0, 0)
-        out.append(await limiter.admit(team, two, "c", 0))
-        out.append(await limiter.admit(team, two, "d", 0))  # b and c in flight
+        out.append(limiter.admit(team, two, "c", 0))
+        out.append(limiter.admit(team, two, "d", 0))  # b and c in flight
         clock.now += limits.SLOT_TTL_S + 1  # b and c were lost by a killed worker
-        out.append(await limiter.admit(team, two, "e", 0))
+        out.append(limiter.admit(team, two, "e", 0))
         return out
 
     results = run(scenario())
@@ -147,10 +148,10 @@ def test_a_refused_call_consumes_nothing(limiter, clock):
     team, mixed = new_team_id(), limits.Limits(rpm=None, tpm=100, parallel=1)
 
     async def scenario():
-        first = await limiter.admit(team, mixed, "a", 10)
-        refused = await limiter.admit(team, mixed, "b", 50)  # no slot: its 50 tokens must not count
+        first = limiter.admit(team, mixed, "a", 10)
+        refused = limiter.admit(team, mixed, "b", 50)  # no slot: its 50 tokens must not count
         await limiter.release(team, "a", 10, 10)
-        exact = await limiter.admit(team, mixed, "c", 90)  # 10 + 90 = 100 fits exactly
+        exact = limiter.admit(team, mixed, "c", 90)  # 10 + 90 = 100 fits exactly
         return first, refused, exact
 
     first, refused, exact = run(scenario())
@@ -164,8 +165,8 @@ def test_a_refusal_reports_current_usage_of_every_dimension(limiter, clock):
     team, both = new_team_id(), limits.Limits(rpm=1, tpm=100, parallel=None)
 
     async def scenario():
-        await limiter.admit(team, both, "a", 30)
-        return await limiter.admit(team, both, "b", 30)
+        limiter.admit(team, both, "a", 30)
+        return limiter.admit(team, both, "b", 30)
 
     refused = run(scenario())
 
@@ -179,9 +180,9 @@ def test_limits_are_per_team(limiter, clock):
 
     async def scenario():
         return [
-            (await limiter.admit(acme, one, "a1", 0))[0],
-            (await limiter.admit(globex, one, "g1", 0))[0],
-            (await limiter.admit(acme, one, "a2", 0))[0],
+            (limiter.admit(acme, one, "a1", 0))[0],
+            (limiter.admit(globex, one, "g1", 0))[0],
+            (limiter.admit(acme, one, "a2", 0))[0],
         ]
 
     assert run(scenario()) == [True, True, False]
@@ -192,11 +193,8 @@ def test_in_process_limiter_is_exact_under_threads():
     barrier, admitted = threading.Barrier(8), []
 
     def worker(index: int) -> None:
-        async def burst():
-            return await asyncio.gather(*[local.admit("acme", rpm60, f"{index}-{i}", 0) for i in range(25)])
-
         barrier.wait(timeout=10)
-        admitted.extend(result[0] for result in asyncio.run(burst()))
+        admitted.extend(local.admit("acme", rpm60, f"{index}-{i}", 0)[0] for i in range(25))
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
     for thread in threads:
@@ -211,11 +209,11 @@ def test_in_process_limiter_is_exact_under_threads():
 def _admit_burst(args: tuple[str, str, int, int]) -> list[bool]:
     url, team, index, count = args
 
-    async def burst():
-        limiter, rpm60 = limits.RedisLimiter(url), limits.Limits(rpm=60, tpm=None, parallel=None)
-        return await asyncio.gather(*[limiter.admit(team, rpm60, f"{index}-{i}", 0) for i in range(count)])
-
-    return [result[0] for result in asyncio.run(burst())]
+    limiter, rpm60 = limits.RedisLimiter(url), limits.Limits(rpm=60, tpm=None, parallel=None)
+    with ThreadPoolExecutor(max_workers=8) as threads:  # concurrent admissions within each process too
+        return [
+            result[0] for result in threads.map(lambda i: limiter.admit(team, rpm60, f"{index}-{i}", 0), range(count))
+        ]
 
 
 @pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL")
@@ -240,11 +238,11 @@ def local_limiter(monkeypatch) -> limits.LocalLimiter:
 
 
 def test_admission_headers_name_only_limited_dimensions(local_limiter):
-    both = run(limits.admit(team_id="acme", limits=limits.Limits(rpm=5, tpm=1000, parallel=None), estimated_tokens=30))
-    parallel_only = run(
-        limits.admit(team_id="globex", limits=limits.Limits(rpm=None, tpm=None, parallel=3), estimated_tokens=30)
+    both = limits.admit(team_id="acme", limits=limits.Limits(rpm=5, tpm=1000, parallel=None), estimated_tokens=30)
+    parallel_only = limits.admit(
+        team_id="globex", limits=limits.Limits(rpm=None, tpm=None, parallel=3), estimated_tokens=30
     )
-    unlimited = run(limits.admit(team_id="initech", limits=limits.Limits(None, None, None), estimated_tokens=30))
+    unlimited = limits.admit(team_id="initech", limits=limits.Limits(None, None, None), estimated_tokens=30)
 
     assert both.headers == {
         "x-ratelimit-limit-requests": "5",
@@ -278,10 +276,10 @@ def test_admission_headers_name_only_limited_dimensions(local_limiter):
     ],
 )
 def test_refusal_is_a_429_with_retry_after(local_limiter, clock, configured, estimated, detail, retry_after, headers):
-    run(limits.admit(team_id="acme", limits=configured, estimated_tokens=estimated))
+    limits.admit(team_id="acme", limits=configured, estimated_tokens=estimated)
 
     with pytest.raises(limits.RateLimited) as refused:
-        run(limits.admit(team_id="acme", limits=configured, estimated_tokens=estimated))
+        limits.admit(team_id="acme", limits=configured, estimated_tokens=estimated)
 
     assert refused.value.status_code == 429
     assert refused.value.payload() == {"detail": detail, "code": "rate_limited"}
@@ -290,12 +288,12 @@ def test_refusal_is_a_429_with_retry_after(local_limiter, clock, configured, est
 
 def test_release_frees_the_slot_and_corrects_tokens(local_limiter):
     configured = limits.Limits(rpm=None, tpm=100, parallel=1)
-    admission = run(limits.admit(team_id="acme", limits=configured, estimated_tokens=90))
+    admission = limits.admit(team_id="acme", limits=configured, estimated_tokens=90)
     with pytest.raises(limits.RateLimited):
-        run(limits.admit(team_id="acme", limits=configured, estimated_tokens=5))
+        limits.admit(team_id="acme", limits=configured, estimated_tokens=5)
 
     run(limits.release(admission, actual_tokens=20))
-    second = run(limits.admit(team_id="acme", limits=configured, estimated_tokens=80))
+    second = limits.admit(team_id="acme", limits=configured, estimated_tokens=80)
 
     assert second.headers["x-ratelimit-remaining-tokens"] == "0"  # 20 actual + 80 estimated
 
@@ -305,7 +303,7 @@ def test_redis_down_fails_open_with_a_logged_error(monkeypatch, caplog):
     one = limits.Limits(rpm=1, tpm=None, parallel=1)
 
     with caplog.at_level(logging.ERROR, logger="tenants.limits"):
-        admissions = [run(limits.admit(team_id="acme", limits=one, estimated_tokens=5)) for _ in range(3)]
+        admissions = [limits.admit(team_id="acme", limits=one, estimated_tokens=5) for _ in range(3)]
         run(limits.release(admissions[0], actual_tokens=5))
 
     assert all(not admission.recorded for admission in admissions)  # admitted, nothing to release

@@ -71,8 +71,8 @@ class Watchdog:
         finally:
             with self._lock:
                 expired = self._running.pop(ident, None) is None
-        if expired:
-            breaker.trip()
+            if expired:  # cut off: the call failed (or, rarely, answered just as it was cut)
+                breaker.trip()
 
     def _watch(self) -> None:
         while True:
