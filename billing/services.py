@@ -148,30 +148,36 @@ def reserve_for_job(*, team: Team, job_id: uuid.UUID) -> Reservation:
 
 
 def hold_for_job(*, team: Team, job_id: uuid.UUID) -> Reservation | None:
-    """Hold the job's expected charge; None, having written nothing, when remaining < hold.
+    """Hold the job's expected charge; None, leaving nothing behind, when remaining < hold.
 
-    Locks the account, so N concurrent reservations against a balance covering k succeed exactly k times.
+    One conditional UPDATE takes the account's lock and checks the balance, so N concurrent holds
+    against a balance covering k succeed exactly k times; it comes last, so the lock is held only
+    to the caller's commit.
     """
     units = money.reservation_units(
         budget_mode=team.budget_mode, credits_per_job=team.credits_per_job, min_reservation=team.min_reservation
     )
     now = timezone.now()
     expires_at = now + timedelta(seconds=settings.SAAS_LLM_JOB_TIMEOUT_S + 3600)
+    values = {
+        "team_id": team.id,
+        "job_id": job_id,
+        "initial_units": units,
+        "amount_units": units,
+        "expires_at": expires_at,
+    }
     with transaction.atomic(savepoint=False):
-        account = _locked_account(team)
-        if account.remaining_units < units:
-            return None
-        values = {
-            "team_id": team.id,
-            "job_id": job_id,
-            "initial_units": units,
-            "amount_units": units,
-            "expires_at": expires_at,
-        }
         reservation = ledger_sql.insert(Reservation, values, now=now)
-        account.reserved_units += units
+        account = ledger_sql.hold(team.id, units, now=now)
+        if account is None and open_account(team=team).remaining_units >= units:  # a team without an account yet
+            account = ledger_sql.hold(team.id, units, now=now)
+        if account is None:
+            ledger_sql.delete_reservation(reservation.pk)
+            return None
+        armed = account.low_balance_armed
         _check_low_balance(team, account, rearm=False)
-        _save(account)
+        if account.low_balance_armed != armed:
+            _save(account)
     return reservation
 
 
@@ -199,7 +205,7 @@ def accrue_usage(*, team: Team, job_id: uuid.UUID, accrued_units: int) -> None:
     """Grow an open reservation to the job's accrued usage (usage modes), so remaining reflects it."""
     with transaction.atomic(savepoint=False):
         account = _locked_account(team)
-        reservation = ledger_sql.lock_reservation(job_id, open_only=True)
+        reservation = ledger_sql.lock_open_reservation(job_id)
         if reservation is None:
             return
         new_amount = max(reservation.initial_units, accrued_units)
@@ -223,19 +229,16 @@ def settle_job(
     reference = f"charge:{job_id}"
     with transaction.atomic(savepoint=False):
         account = _locked_account(team)
-        reservation = ledger_sql.lock_reservation(job_id, open_only=False)
-        if reservation is None or reservation.status != ReservationStatus.OPEN:
+        held = ledger_sql.close_open_reservation(job_id, ReservationStatus.SETTLED, now=timezone.now())
+        if held is None:
             # An open hold means no charge yet (a charge closes the hold in its transaction).
             existing = LedgerEntry.objects.filter(reference=reference).first()
             if existing is not None:
                 return existing
-            if reservation is not None:
+            if Reservation.objects.filter(job_id=job_id).exists():
                 return None  # already settled with no charge, or released: never charge after the fact
-        if reservation is not None:
-            account.reserved_units -= reservation.amount_units
-            reservation.status = ReservationStatus.SETTLED
-            reservation.closed_at = timezone.now()
-            ledger_sql.save_reservation(reservation, "status", "closed_at")
+        else:
+            account.reserved_units -= held
         entry = None
         if charge_units > 0:
             entry = _append(
@@ -256,13 +259,10 @@ def release_job(*, team: Team, job_id: uuid.UUID) -> bool:
     """Release a job's hold without charging (failed/cancelled/expired). Idempotent; False if not open."""
     with transaction.atomic(savepoint=False):
         account = _locked_account(team)
-        reservation = ledger_sql.lock_reservation(job_id, open_only=True)
-        if reservation is None:
+        held = ledger_sql.close_open_reservation(job_id, ReservationStatus.RELEASED, now=timezone.now())
+        if held is None:
             return False
-        account.reserved_units -= reservation.amount_units
-        reservation.status = ReservationStatus.RELEASED
-        reservation.closed_at = timezone.now()
-        ledger_sql.save_reservation(reservation, "status", "closed_at")
+        account.reserved_units -= held
         _save(account)
         return True
 

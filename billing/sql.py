@@ -38,18 +38,14 @@ def save_account(account: CreditAccount, *, now: datetime) -> None:
         )
 
 
-def lock_reservation(job_id: uuid.UUID, *, open_only: bool) -> Reservation | None:
-    """A job's reservation (only an open one with `open_only`), locked."""
+def lock_open_reservation(job_id: uuid.UUID) -> Reservation | None:
+    """A job's open reservation, locked."""
     query = (
         f"SELECT {sql.select_list(Reservation, 'r')} FROM {sql.table(Reservation)} r "
-        f"WHERE r.{sql.column(Reservation, 'job_id')} = %s"
+        f"WHERE r.{sql.column(Reservation, 'job_id')} = %s AND r.{sql.column(Reservation, 'status')} = %s"
     )
-    params = [sql.adapt(Reservation, "job_id", job_id)]
-    if open_only:
-        query += f" AND r.{sql.column(Reservation, 'status')} = %s"
-        params.append("open")
     with connection.cursor() as cursor:
-        cursor.execute(query + sql.for_update(), params)
+        cursor.execute(query + sql.for_update(), [sql.adapt(Reservation, "job_id", job_id), "open"])
         row = cursor.fetchone()
     return sql.from_row(Reservation, row) if row is not None else None
 
@@ -62,3 +58,40 @@ def save_reservation(reservation: Reservation, *fields: str) -> None:
 def insert(model, values: dict, *, now: datetime):
     with connection.cursor() as cursor:
         return sql.insert(cursor, model, values, now=now)
+
+
+def hold(team_id: str, units: int, *, now: datetime) -> CreditAccount | None:
+    """Reserve `units` on the team's account if its remaining credits cover them, in one statement
+    that takes the account's lock (held to the commit); the account as updated, or None."""
+    balances = sql.column(CreditAccount, "balance_units")
+    reserved = sql.column(CreditAccount, "reserved_units")
+    columns = ", ".join(sql.qn(field.column) for field in CreditAccount._meta.concrete_fields)
+    query = (
+        f"UPDATE {sql.table(CreditAccount)} SET {reserved} = {reserved} + %s, "
+        f"{sql.column(CreditAccount, 'updated_at')} = %s "
+        f"WHERE {sql.column(CreditAccount, 'team')} = %s AND {balances} - {reserved} >= %s RETURNING {columns}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(query, [units, sql.adapt(CreditAccount, "updated_at", now), team_id, units])
+        row = cursor.fetchone()
+    return sql.from_row(CreditAccount, row) if row is not None else None
+
+
+def close_open_reservation(job_id: uuid.UUID, status: str, *, now: datetime) -> int | None:
+    """Settle or release a job's open reservation (locking it); its amount, or None if none was open."""
+    query = (
+        f"UPDATE {sql.table(Reservation)} SET {sql.column(Reservation, 'status')} = %s, "
+        f"{sql.column(Reservation, 'closed_at')} = %s "
+        f"WHERE {sql.column(Reservation, 'job_id')} = %s AND {sql.column(Reservation, 'status')} = %s "
+        f"RETURNING {sql.column(Reservation, 'amount_units')}"
+    )
+    params = [status, sql.adapt(Reservation, "closed_at", now), sql.adapt(Reservation, "job_id", job_id), "open"]
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        row = cursor.fetchone()
+    return row[0] if row is not None else None
+
+
+def delete_reservation(pk: int) -> None:
+    with connection.cursor() as cursor:
+        sql.delete(cursor, Reservation, pk)

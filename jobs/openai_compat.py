@@ -75,8 +75,6 @@ def check_adhoc(*, team: Team, alias: str) -> None:
 @dataclass
 class PreparedChat:
     data: dict
-    params: dict
-    team: Team
     admitted: gateway.AdmittedCall  # on the X-Job-Id job, or on its own single-call job
 
 
@@ -98,7 +96,7 @@ def prepare_chat(request: HttpRequest) -> PreparedChat:
             messages=data["messages"],
             params=params,
         )
-        return PreparedChat(data=data, params=params, team=admitted.team, admitted=admitted)
+        return PreparedChat(data=data, admitted=admitted)
     team = _acting_team(request.auth, request)
     check_adhoc(team=team, alias=data["model"])
     call = gateway.AdmittedCall(
@@ -114,7 +112,7 @@ def prepare_chat(request: HttpRequest) -> PreparedChat:
     estimated = gateway.estimate_tokens(call)
     billing.check_call_allowed(team=team, job_id=None)  # before the job exists: a refusal leaves nothing
     call.job = services.create_job(team=team, job_type="chat.completions", user_id=data.get("user"), started=True)
-    return PreparedChat(data=data, params=params, team=team, admitted=gateway.admit_rate(call, estimated))
+    return PreparedChat(data=data, admitted=gateway.admit_rate(call, estimated))
 
 
 class ChatCompletionsView(AsyncAPIView):

@@ -22,7 +22,7 @@ from jobs.errors import JobAlreadyFinished, JobNotFound
 from jobs.models import BILLABLE_CALL_STATUSES, OPEN_STATUSES, CallStatus, Job, JobStatus, LLMCall
 from saas_llm.errors import TeamSuspended
 from saas_llm.storable import storable
-from tenants.events import emit_event
+from tenants.events import amend_event_data, emit_event
 from tenants.models import Team
 
 logger = logging.getLogger(__name__)
@@ -54,12 +54,13 @@ def create_job(
     }
     if started:
         values.update(status=JobStatus.IN_PROGRESS, started_at=now)
-    # The hold first (the reservation names the job by id): a refusal writes nothing and raises
-    # outside the block, so it takes no savepoint inside a caller's transaction and dooms none.
     with transaction.atomic(savepoint=False):
-        held = billing.hold_for_job(team=team, job_id=values["id"]) is not None
-        if held:
-            job = jobs_sql.insert_job(values, now=now)
+        job = jobs_sql.insert_job(values, now=now)
+        # Last: the hold takes the account's lock, held only to the commit. A refusal takes back
+        # what it wrote and raises outside the block: no savepoint, no caller's transaction doomed.
+        held = billing.hold_for_job(team=team, job_id=job.id) is not None
+        if not held:
+            jobs_sql.delete_job(job.id)
     if not held:
         raise InsufficientCredits()
     job.team = team
@@ -104,28 +105,36 @@ def complete_job(
                 return job
             raise JobAlreadyFinished(job.status)
         _finish_locked(team, job, status=status, metadata=metadata, error_message=error_message, actor=actor)
-        jobs_sql.save_job_state(job)
     return job
 
 
 def _finish_locked(
     team: Team, job: Job, *, status: str, metadata: dict | None, error_message: str | None, actor: str
 ) -> None:
-    """Move an open job, locked by the caller, to `status`: settle (see `_is_charged`) or release its
-    hold, emit its event. The caller saves the job in the same transaction."""
+    """Move an open job, locked by the caller, to `status`: save it, emit its event, then settle (see
+    `_is_charged`) or release its hold — the account's lock last, held for the fewest round trips
+    before the caller's commit."""
     job.status = status
     job.completed_at = timezone.now()
     if metadata:
         job.metadata = {**job.metadata, **metadata}
     if error_message is not None:
         job.error_message = error_message
-    if _is_charged(team, status):
-        charge = job_charge_units(team, job)
-        entry = billing.settle_job(team=team, job_id=job.id, charge_units=charge, actor=actor, reason=f"job {status}")
-        job.credits_charged_units = -entry.amount_units if entry is not None else 0
-    else:
+    charged = _is_charged(team, status)
+    job.credits_charged_units = job_charge_units(team, job) if charged else 0
+    event = emit_event(team=team, event_type=f"job.{status}", data=job_event_data(job), job_id=job.id)
+    jobs_sql.save_job_state(job)
+    if not charged:
         billing.release_job(team=team, job_id=job.id)
-    emit_event(team=team, event_type=f"job.{status}", data=job_event_data(job), job_id=job.id)
+        return
+    entry = billing.settle_job(
+        team=team, job_id=job.id, charge_units=job.credits_charged_units, actor=actor, reason=f"job {status}"
+    )
+    settled = -entry.amount_units if entry is not None else 0
+    if settled != job.credits_charged_units:  # its hold was no longer open: what the ledger says wins
+        job.credits_charged_units = settled
+        jobs_sql.save_job_state(job)
+        amend_event_data(event, job_event_data(job))
 
 
 def _is_charged(team: Team, status: str) -> bool:
@@ -278,7 +287,6 @@ def _record_call(*, team: Team, job_id: uuid.UUID, record: CallRecord, complete_
                 error_message=(record.client_error or record.error_code or "LLM call failed") if failed else None,
                 actor="system",
             )
-            jobs_sql.save_job_state(job)
             return call
         jobs_sql.save_job_state(job)
         if billable and job.status in OPEN_STATUSES and team.budget_mode != "job":

@@ -80,3 +80,8 @@ def insert_job(values: dict, *, now: datetime) -> Job:
 def insert_call(values: dict, *, now: datetime) -> LLMCall:
     with connection.cursor() as cursor:
         return sql.insert(cursor, LLMCall, values, now=now)
+
+
+def delete_job(job_id: uuid.UUID) -> None:
+    with connection.cursor() as cursor:
+        sql.delete(cursor, Job, job_id)

@@ -37,6 +37,12 @@ def emit_event(*, team: Team, event_type: str, data: dict[str, Any], job_id: uui
     return event
 
 
+def amend_event_data(event: Event, data: dict[str, Any]) -> None:
+    """Correct an event's data inside the transaction that emitted it (deliveries read it when sent)."""
+    event.payload = {**event.payload, "data": data}
+    Event.objects.filter(pk=event.pk).update(payload=event.payload)
+
+
 PURGE_BATCH = 5000
 
 
