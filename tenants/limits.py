@@ -66,8 +66,10 @@ class RateLimited(ApiError):
     code = "rate_limited"
 
 
-# KEYS: requests zset, tokens zset, inflight zset. ARGV: now, window, rpm, tpm, parallel, token, est, slot_ttl
-# A limit of -1 means unlimited. Token entries are "<token>:<tokens>" members scored by time.
+# KEYS: requests zset, tokens zset, inflight zset, tokens total. ARGV: now, window, rpm, tpm, parallel,
+# token, est, slot_ttl. A limit of -1 means unlimited. Token entries are "<token>:<tokens>" members
+# scored by time; the total of their tokens is kept beside them, so an admission costs O(entries
+# leaving the window), not O(window): at 60 calls/s a minute holds 3 600 entries.
 LUA_ADMIT = """
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -78,13 +80,21 @@ local token = ARGV[6]
 local est = tonumber(ARGV[7])
 local slot_ttl = tonumber(ARGV[8])
 local used_req, used_tok, retry = 0, 0, 0
-local entries = {}
 -- Token usage first: a refusal on any dimension reports it (x-ratelimit-remaining-tokens).
 if tpm >= 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-  entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-  for i = 1, #entries, 2 do
-    used_tok = used_tok + (tonumber(string.match(entries[i], ':(%d+)$')) or 0)
+  local leaving = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - window)
+  if #leaving > 0 then
+    local freed = 0
+    for i = 1, #leaving do
+      freed = freed + (tonumber(string.match(leaving[i], ':(%d+)$')) or 0)
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+    redis.call('DECRBY', KEYS[4], freed)
+  end
+  used_tok = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if used_tok ~= 0 and redis.call('ZCARD', KEYS[2]) == 0 then  -- the window emptied: nothing is in use
+    used_tok = 0
+    redis.call('DEL', KEYS[4])
   end
 end
 if rpm >= 0 then
@@ -97,9 +107,10 @@ if rpm >= 0 then
   end
 end
 if tpm >= 0 then
-  local freed_at = now
   if used_tok + est > tpm then
-    local excess = used_tok + est - tpm
+    -- Refused: when will enough tokens have left the window? (walks the window, on refusals only)
+    local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+    local excess, freed_at = used_tok + est - tpm, now
     for i = 1, #entries, 2 do
       excess = excess - (tonumber(string.match(entries[i], ':(%d+)$')) or 0)
       freed_at = tonumber(entries[i + 1])
@@ -122,7 +133,9 @@ if rpm >= 0 then
 end
 if tpm >= 0 then
   redis.call('ZADD', KEYS[2], now, token .. ':' .. est)
+  redis.call('INCRBY', KEYS[4], est)
   redis.call('EXPIRE', KEYS[2], math.ceil(window) + 1)
+  redis.call('EXPIRE', KEYS[4], math.ceil(window) + 1)
 end
 if parallel >= 0 then
   redis.call('ZADD', KEYS[3], now, token)
@@ -131,7 +144,7 @@ end
 return {1, '', '0', used_req + 1, used_tok + est}
 """
 
-# KEYS: tokens zset, inflight zset. ARGV: token, estimated, actual
+# KEYS: tokens zset, inflight zset, tokens total. ARGV: token, estimated, actual
 LUA_RELEASE = """
 redis.call('ZREM', KEYS[2], ARGV[1])
 local member = ARGV[1] .. ':' .. ARGV[2]
@@ -139,6 +152,7 @@ local score = redis.call('ZSCORE', KEYS[1], member)
 if score then
   redis.call('ZREM', KEYS[1], member)
   redis.call('ZADD', KEYS[1], score, ARGV[1] .. ':' .. ARGV[3])
+  redis.call('INCRBY', KEYS[3], tonumber(ARGV[3]) - tonumber(ARGV[2]))
 end
 return 1
 """
@@ -146,7 +160,7 @@ return 1
 
 def _keys(team_id: str) -> list[str]:
     base = f"saas_llm:rl:{{{team_id}}}"  # one hash slot per team (Redis Cluster friendly)
-    return [f"{base}:req", f"{base}:tok", f"{base}:inflight"]
+    return [f"{base}:req", f"{base}:tok", f"{base}:inflight", f"{base}:toksum"]
 
 
 def _arg(limit: int | None) -> int:
@@ -220,7 +234,7 @@ class RedisLimiter:
 
     async def release(self, team_id: str, token: str, estimated: int, actual: int) -> None:
         keys = _keys(team_id)
-        await self._client().release_script(keys=[keys[1], keys[2]], args=[token, estimated, actual])
+        await self._client().release_script(keys=[keys[1], keys[2], keys[3]], args=[token, estimated, actual])
 
 
 class LocalLimiter:

@@ -188,6 +188,31 @@ def test_limits_are_per_team(limiter, clock):
     assert run(scenario()) == [True, True, False]
 
 
+def test_token_usage_stays_exact_as_calls_leave_the_window(limiter, clock):
+    """The Redis limiter keeps a running total beside the window (an admission must not walk a
+    whole minute of entries): it must equal the window's sum after releases and expiries."""
+    team, tpm = new_team_id(), limits.Limits(rpm=None, tpm=10_000, parallel=None)
+    used: dict[str, tuple[float, int]] = {}
+
+    async def scenario():
+        for i in range(30):
+            token, estimate = f"t{i}", 10 + i
+            admitted = limiter.admit(team, tpm, token, estimate)
+            assert admitted[0], admitted
+            used[token] = (clock.now, estimate)
+            if i % 3 == 0:  # some calls finish with their real usage
+                await limiter.release(team, token, estimate, i)
+                used[token] = (clock.now, i)
+            clock.now += 4
+        return limiter.admit(team, tpm, "last", 0)  # t=120: the first half has left the window
+
+    last = run(scenario())
+
+    in_window = sum(tokens for at, tokens in used.values() if at > clock.now - limits.WINDOW_S)
+    assert last[:2] == (True, "") and last[4] == in_window
+    assert 0 < in_window < sum(tokens for _, tokens in used.values())
+
+
 def test_in_process_limiter_is_exact_under_threads():
     local, rpm60 = limits.LocalLimiter(), limits.Limits(rpm=60, tpm=None, parallel=None)
     barrier, admitted = threading.Barrier(8), []
