@@ -50,9 +50,10 @@ class AsyncAPIView(APIView):
 
     @db_sync_to_async
     def _authenticate_and_prepare(self, request: HttpRequest, *args: Any, **kwargs: Any) -> None:
+        raw_key = parse_bearer(request.headers.get("Authorization"))  # missing or malformed: 401, no database
         # One transaction for the key lookup and the whole admission (SPEC §5.6: at most two per call).
         with transaction.atomic():
-            request.auth = resolve_api_key(parse_bearer(request.headers.get("Authorization")))
+            request.auth = resolve_api_key(raw_key)
             self.prepared = self.prepare(request, *args, **kwargs)
 
     @classmethod
