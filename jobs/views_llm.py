@@ -69,7 +69,10 @@ def admit(request: HttpRequest, job_id: str) -> gateway.AdmittedCall:
     )
 
 
-class LLMCallView(AsyncAPIView):
+class AdmittedCallView(AsyncAPIView):
+    """An LLM call on a job: admitted in the prepare step, its rate-limit slot given back if the
+    admission's transaction fails to commit."""
+
     lean = True
 
     def prepare(self, request: HttpRequest, job_id: str) -> gateway.AdmittedCall:
@@ -78,6 +81,8 @@ class LLMCallView(AsyncAPIView):
     async def abandon(self, prepared: gateway.AdmittedCall) -> None:
         await gateway.release_admission(prepared, actual_tokens=0)
 
+
+class LLMCallView(AdmittedCallView):
     @extend_schema(
         operation_id="jobs_llm_call", request=llm_schema.LLMCallIn, responses={200: LLMCallOut, **ERRORS}, tags=["llm"]
     )
@@ -108,18 +113,13 @@ class LLMCallView(AsyncAPIView):
         return out
 
 
-class LLMCallStreamView(AsyncAPIView):
-    lean = True
-
+class LLMCallStreamView(AdmittedCallView):
     def prepare(self, request: HttpRequest, job_id: str) -> gateway.AdmittedCall:
         if request.headers.get("Idempotency-Key"):
             raise BadRequest(
                 "Idempotency-Key is not supported on the streaming endpoint", code="idempotency_not_supported"
             )
-        return admit(request, job_id)
-
-    async def abandon(self, prepared: gateway.AdmittedCall) -> None:
-        await gateway.release_admission(prepared, actual_tokens=0)
+        return super().prepare(request, job_id)
 
     @extend_schema(
         operation_id="jobs_llm_call_stream",

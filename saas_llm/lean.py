@@ -15,7 +15,6 @@ Sync middlewares in LEAN_MIDDLEWARE must do no I/O: their hooks run inline on th
 
 import asyncio
 import io
-import logging
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 
@@ -28,8 +27,6 @@ from django.http import HttpRequest, HttpResponseBase
 from django.urls import Resolver404, ResolverMatch, get_resolver
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.module_loading import import_string
-
-logger = logging.getLogger(__name__)
 
 AsyncHandler = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 

@@ -63,8 +63,8 @@ def adapt(model: type[models.Model], name: str, value: Any) -> Any:
 
 @lru_cache
 def _insert_plan(model: type[models.Model], given: frozenset[str]) -> tuple[str, tuple, dict[str, Any]]:
-    """The statement, the fields it writes (with whether each needs adapting), and the adapted
-    constant defaults of the fields not given."""
+    """The statement, the fields it writes (with whether each needs adapting), and the constant
+    defaults of the fields not given."""
     fields = tuple(
         field
         for field in model._meta.concrete_fields
@@ -132,24 +132,22 @@ def select_list(model: type[models.Model], alias: str) -> str:
 
 
 @lru_cache
-def _converters(model: type[models.Model]) -> tuple[tuple[Any, Col, tuple], ...]:
+def _converters(model: type[models.Model]) -> tuple[tuple[Col, tuple], ...]:
+    """Per column of `select_list(model)`: its expression and the ORM's converters for it."""
     plans = []
     for field in model._meta.concrete_fields:
         expression = Col(model._meta.db_table, field)
-        plans.append(
-            (
-                field,
-                expression,
-                tuple(connection.ops.get_db_converters(expression)) + tuple(expression.get_db_converters(connection)),
-            )
+        converters = tuple(connection.ops.get_db_converters(expression)) + tuple(
+            expression.get_db_converters(connection)
         )
+        plans.append((expression, converters))
     return tuple(plans)
 
 
 def from_row(model: type[M], row: Sequence[Any]) -> M:
     """A model instance from `select_list(model)`'s columns, converted as the ORM converts them."""
     values = []
-    for (_, expression, converters), value in zip(_converters(model), row, strict=False):
+    for (expression, converters), value in zip(_converters(model), row, strict=False):
         for converter in converters:
             value = converter(value, expression, connection)
         values.append(value)

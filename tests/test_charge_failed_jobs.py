@@ -6,7 +6,6 @@ Expected charges are recomputed from the LLMCall rows, as in test_job_charging.p
 """
 
 from datetime import timedelta
-from decimal import Decimal
 from io import StringIO
 
 import pytest
@@ -21,16 +20,10 @@ from jobs import tasks
 from jobs.models import Job
 from tenants import services as tenant_services
 from tests.conftest import make_alias, make_tenant
-from tests.test_job_charging import expected_charge, record
+from tests.test_job_charging import BUDGETS, ONE, expected_charge, new_job, record
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ONE = 10_000
-BUDGETS = {
-    "job": {"budget_mode": "job", "credits_per_job": Decimal("2.5")},
-    "usd": {"budget_mode": "usd", "credits_per_dollar": Decimal(1000), "markup_percent": Decimal(20)},
-    "tokens": {"budget_mode": "tokens", "tokens_per_credit": 7},
-}
 FINAL = ["failed", "cancelled"]
 
 
@@ -38,12 +31,6 @@ def team_with(budget: str, **config):
     return make_tenant(
         "acme-corp", "acme", access_groups=["standard"], default_model="chat-fast", **BUDGETS[budget], **config
     )
-
-
-def new_job(tenant) -> str:
-    response = tenant.api.post("/api/jobs/create", {"job_type": "billing"})
-    assert response.status_code == 201, response.json()
-    return response.json()["job_id"]
 
 
 def complete(tenant, job_id: str, status: str) -> dict:

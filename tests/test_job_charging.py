@@ -12,10 +12,12 @@ from django.conf import settings
 from django.db.models import Sum
 
 from billing import money
+from billing import services as billing_services
 from billing.models import CreditAccount, LedgerEntry, Reservation
 from jobs import services
 from jobs.models import BILLABLE_CALL_STATUSES, Job, LLMCall
 from jobs.services import CallRecord
+from tenants.models import Event
 from tests.conftest import make_alias, make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -295,3 +297,22 @@ def test_error_calls_do_not_bill_but_are_counted(mock, chat_alias, settings):
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def test_a_job_whose_hold_was_released_meanwhile_completes_uncharged_and_says_so(mock, chat_alias):
+    """The expiry sweep released the hold of a job still open; completing it later charges nothing
+    (never after the fact), and the job and its job.completed event report what the ledger did."""
+    team = team_with("job")
+    job_id = new_job(team)
+    record(team, job_id, "success", prompt=10, completion=5, cost_nanos=30_000)
+    Reservation.objects.filter(job_id=job_id).update(expires_at="2000-01-01T00:00:00Z")
+    assert billing_services.release_expired_reservations() == 1
+
+    response = team.api.post(f"/api/jobs/{job_id}/complete", {"status": "completed"})
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["credits_charged"] == 0
+    assert Job.objects.get(id=job_id).credits_charged_units == 0
+    assert not LedgerEntry.objects.filter(job_id=job_id).exists()
+    [event] = Event.objects.filter(type="job.completed", payload__job_id=job_id)
+    assert event.payload["data"]["credits_charged"] == 0
